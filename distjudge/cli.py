@@ -1,0 +1,158 @@
+"""Command line: ``distjudge {judge,evaluate,train,merge,data} ...``.
+
+Each command's options are a dataclass parsed by ``HfArgumentParser`` (flags like
+``--output_dir`` or ``--output-dir``; ``train`` also takes a YAML file instead of flags). Bad
+input ends in one line ``distjudge: error: ...`` and exit status 2, with no output written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distjudge.data import DataError, check_file
+from distjudge.models import ModelError
+from distjudge.task import TaskError, load_task
+
+USER_ERRORS = (DataError, TaskError, ModelError, FileNotFoundError, RuntimeError, ValueError)
+
+
+@dataclass
+class JudgeArguments:
+    """distjudge judge: read each item's label distribution from the judge."""
+
+    input: str = field(metadata={"help": "Items to judge: .jsonl, .csv or .parquet."})
+    output: str = field(metadata={"help": "Output JSONL (one judged row per input item)."})
+    task: str | None = field(
+        default=None,
+        metadata={"help": "Built-in task (nli, rating, pairwise, safety) or a task YAML. "
+                  "Defaults to the task stored with --adapter, else nli."},
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "Local HF folder or GGUF file (default: embedded SmolLM2)."}
+    )
+    adapter: str | None = field(
+        default=None, metadata={"help": "A `distjudge train` output_dir to judge with."}
+    )
+    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16 (autocast)."})
+    batch_size: int = field(default=16, metadata={"help": "Items per forward pass."})
+    chunk_size: int = field(
+        default=256, metadata={"help": "Items per resumable chunk written to <output>.parts/."}
+    )
+    both_orders: bool = field(
+        default=False,
+        metadata={"help": "Pairwise tasks: judge each item in both orders and average."},
+    )
+
+
+@dataclass
+class EvaluateArguments:
+    """distjudge evaluate: metrics of a judged file against its human labels."""
+
+    input: str = field(metadata={"help": "A judged JSONL file (output of distjudge judge)."})
+    task: str = field(default="nli", metadata={"help": "The task the file was judged with."})
+    reference: str | None = field(
+        default=None, metadata={"help": "Labelled items whose label prior is a baseline."}
+    )
+    output: str | None = field(
+        default=None, metadata={"help": "Metrics JSON (default: <input>.metrics.json)."}
+    )
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% CIs."})
+    seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
+
+
+def parse_command(dataclass_type, argv: list[str], prog: str):
+    """One options dataclass from flags, or from a YAML file given as the only argument."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(dataclass_type, prog=f"distjudge {prog}")
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        (args,) = parser.parse_yaml_file(argv[0])
+    else:
+        (args,) = parser.parse_args_into_dataclasses(argv)
+    return args
+
+
+def run_judge(argv: list[str]) -> int:
+    from distjudge.judge import Judge
+
+    args = parse_command(JudgeArguments, argv, "judge")
+    task = load_task(args.task or (Path(args.adapter) / "task.yaml" if args.adapter else "nli"))
+    check_file(args.input, task)  # bad input fails here, before the model is loaded
+    judge = Judge.from_pretrained(args.model, task, args.adapter, dtype=args.dtype,
+                                  batch_size=args.batch_size, both_orders=args.both_orders)
+    summary = judge.judge_file(args.input, args.output, chunk_size=args.chunk_size)
+    print(json.dumps(summary))
+    return 0
+
+
+def run_evaluate(argv: list[str]) -> int:
+    from distjudge.evaluate import evaluate_file, format_report
+    from distjudge.io import atomic_write_json
+
+    args = parse_command(EvaluateArguments, argv, "evaluate")
+    report = evaluate_file(args.input, args.task, args.reference, args.n_boot, args.seed)
+    print(format_report(report))
+    output = Path(args.output or f"{args.input}.metrics.json")
+    atomic_write_json(output, report)
+    print(f"metrics written to {output}")
+    return 0
+
+
+def run_data(argv: list[str]) -> int:
+    import argparse
+
+    from distjudge.sources.cli import add_data_parser
+
+    parser = argparse.ArgumentParser(prog="distjudge")
+    add_data_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["data", *argv])
+    return args.func(args)
+
+
+def run_train(argv: list[str]) -> int:
+    from distjudge.trainer import main as train_main
+
+    return train_main(argv)
+
+
+def run_merge(argv: list[str]) -> int:
+    from distjudge.trainer import merge_main
+
+    return merge_main(argv)
+
+
+COMMANDS = {"judge": run_judge, "evaluate": run_evaluate, "train": run_train,
+            "merge": run_merge, "data": run_data}
+
+USAGE = """usage: distjudge COMMAND [options]   (distjudge COMMAND --help for each)
+
+commands:
+  judge      read each item's label distribution from the judge (zero-shot or trained)
+  evaluate   KL, JSD, TV, accuracy, ECE of a judged file against its human labels
+  train      fine-tune a distributional judge (flags or a YAML config)
+  merge      merge a trained LoRA adapter into a full safetensors model
+  data       named multi-annotator datasets: list, stats, convert, split, subsample
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except USER_ERRORS as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"distjudge: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distjudge: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

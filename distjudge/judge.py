@@ -1,0 +1,261 @@
+"""The distributional judge: items in, one label distribution per item out.
+
+    judge = Judge.from_pretrained(task="nli")              # default model, zero-shot
+    result = judge.predict(items)                          # result.probs: [N, C] numpy array
+    judge.judge_file("items.jsonl", "judged.jsonl")        # streaming, resumable, atomic
+
+``judge_file`` validates the whole input first (nothing is written on bad input), then works in
+fixed chunks: each chunk is sorted by length into batches, judged, and written atomically to
+``<output>.parts/``. A killed run, rerun with the same arguments, skips the finished chunks; the
+parts are joined into ``<output>`` at the end, with the run signature beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distjudge.data import check_file, read_items
+from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
+from distjudge.metrics import entropy, js_divergence
+from distjudge.models import DTYPES, file_sha256, folder_sha256, load_model, model_fingerprint
+from distjudge.readout import (
+    answer_logits,
+    encode_prompts,
+    label_index_tensor,
+    label_log_probs,
+    label_token_ids,
+    pad_left,
+)
+from distjudge.task import Task, load_task
+
+RUN_FILE = "distjudge_run.json"  # written by `distjudge train` into its output_dir
+
+
+@dataclass
+class Judgment:
+    """Label distributions of N items: ``probs`` [N, C] and ``label_mass`` [N]."""
+
+    labels: list[str]
+    probs: np.ndarray
+    label_mass: np.ndarray
+    values: list[float] | None = None
+    order_flip_jsd: np.ndarray | None = None
+
+    @property
+    def predictions(self) -> list[str]:
+        return [self.labels[i] for i in self.probs.argmax(axis=1)]
+
+    @property
+    def entropy(self) -> np.ndarray:
+        return entropy(self.probs)
+
+    @property
+    def expected_scores(self) -> np.ndarray | None:
+        return None if self.values is None else self.probs @ np.asarray(self.values)
+
+    def rows(self) -> Iterator[dict]:
+        """One output record per item: distribution, prediction, entropy, label mass, score."""
+        scores = self.expected_scores
+        for i, (dist, mass, ent) in enumerate(zip(self.probs, self.label_mass, self.entropy)):
+            row = {
+                "distribution": dict(zip(self.labels, map(float, dist))),
+                "prediction": self.labels[int(dist.argmax())],
+                "entropy": float(ent),
+                "label_mass": float(mass),
+                "estimator": "exact",
+            }
+            if scores is not None:
+                row["expected_score"] = float(scores[i])
+            if self.order_flip_jsd is not None:
+                row["order_flip_jsd"] = float(self.order_flip_jsd[i])
+            yield row
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("distjudge", "torch", "transformers", "peft"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+class Judge:
+    """A causal LM read as a distributional judge for one task."""
+
+    def __init__(self, model, tokenizer, task: Task, dtype: str = "float32",
+                 batch_size: int = 16, both_orders: bool = False,
+                 model_info: dict | None = None):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task
+        self.dtype = dtype
+        self.batch_size = batch_size
+        if both_orders and not task.swappable:
+            raise ValueError(f"task {task.name!r} declares no swap: cannot judge both orders")
+        self.both_orders = both_orders
+        self.token_ids = label_token_ids(task, tokenizer)
+        self.index = label_index_tensor(self.token_ids)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id or 0)
+        self.model_info = model_info or {}
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path | None = None, task: str | Task | None = None,
+                        adapter: str | Path | None = None, **kwargs) -> Judge:
+        """Load a backbone (default: the embedded SmolLM2) and, optionally, a trained run.
+
+        ``adapter`` is a ``distjudge train`` output_dir (PEFT adapter or full model): its task
+        and base model are used unless given here.
+        """
+        info: dict = {}
+        if adapter is not None:
+            run_file = Path(adapter) / RUN_FILE
+            if not run_file.is_file():
+                raise FileNotFoundError(f"{adapter}: not a distjudge run (no {RUN_FILE})")
+            run = json.loads(run_file.read_text())
+            task = task or str(Path(adapter) / "task.yaml")
+            if run.get("finetuning") == "full":
+                model, adapter = adapter, None
+                info["run"] = str(run_file.parent)
+            else:
+                model = model or run.get("model")
+                info["adapter"] = str(run_file.parent)
+                info["adapter_sha256"] = folder_sha256(run_file.parent)
+        net, tokenizer, folder = load_model(model, adapter)
+        info.update(model=str(model) if model else "smollm2-135m", model_folder=str(folder),
+                    model_sha256=model_fingerprint(folder))
+        return cls(net, tokenizer, load_task(task or "nli"), model_info=info, **kwargs)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _score(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        batch = pad_left(prompts, self.pad_id)
+        logits = answer_logits(self.model, batch, DTYPES[self.dtype])
+        log_q, log_mass = label_log_probs(logits, self.index)
+        return log_q.double().exp().numpy(), log_mass.double().exp().numpy()
+
+    def predict(self, items: Iterable[dict], progress: bool = False) -> Judgment:
+        """Judge items (mappings with the task's fields); batches sorted by prompt length.
+
+        With ``both_orders`` each item is also judged with its pair swapped; the result is the
+        mean of the two distributions (labels flipped back) and ``order_flip_jsd`` their JSD.
+        """
+        items = list(items)
+        if not self.both_orders:
+            return self._predict_one_order(items, progress)
+        both = self._predict_one_order(items + [self.task.swapped(i) for i in items], progress)
+        n, perm = len(items), self.task.swap_permutation()
+        first, second = both.probs[:n], both.probs[n:][:, perm]
+        return Judgment(self.task.label_names, (first + second) / 2,
+                        (both.label_mass[:n] + both.label_mass[n:]) / 2, self.task.values,
+                        order_flip_jsd=js_divergence(first, second))
+
+    def _predict_one_order(self, items: list[dict], progress: bool) -> Judgment:
+        prompts = encode_prompts(self.task, self.tokenizer, items)
+        probs = np.zeros((len(items), len(self.task.labels)))
+        mass = np.zeros(len(items))
+        order = sorted(range(len(items)), key=lambda i: len(prompts[i]))
+        bar = tqdm(total=len(items), unit="item", disable=not progress, desc="judging")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            probs[rows], mass[rows] = self._score([prompts[i] for i in rows])
+            bar.update(len(rows))
+        bar.close()
+        return Judgment(self.task.label_names, probs, mass, self.task.values)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def signature(self, input_path: Path, chunk_size: int) -> dict:
+        """Everything that determines the output: model, adapter, task, tokens, input, settings."""
+        return {
+            "model": self.model_info,
+            "task": {"name": self.task.name, "fingerprint": self.task.fingerprint(),
+                     "labels": self.task.label_names},
+            "label_token_ids": self.token_ids,
+            "dtype": self.dtype,
+            "both_orders": self.both_orders,
+            "batch_size": self.batch_size,
+            "chunk_size": chunk_size,
+            "input": {"path": str(input_path), "sha256": file_sha256(input_path)},
+            "versions": package_versions(),
+        }
+
+    def judge_file(self, input_path: str | Path, output_path: str | Path,
+                   chunk_size: int = 256, progress: bool = True) -> dict:
+        """Judge a JSONL/CSV/Parquet file into JSONL, resumably; return a summary."""
+        input_path, output_path = Path(input_path), Path(output_path)
+        n_items = check_file(input_path, self.task)  # all errors surface before any output
+        signature = self.signature(input_path, chunk_size)
+        sig_path = output_path.with_name(output_path.name + ".signature.json")
+        parts = output_path.with_name(output_path.name + ".parts")
+        if output_path.exists() and sig_path.is_file() and not parts.exists():
+            if json.loads(sig_path.read_text()) == signature:
+                return {"items": n_items, "output": str(output_path), "status": "already complete"}
+        if parts.exists():
+            previous = parts / "signature.json"
+            if not previous.is_file() or json.loads(previous.read_text()) != signature:
+                raise RuntimeError(
+                    f"{parts}: left by a run with other settings or input; delete it to start over"
+                )
+        parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(parts / "signature.json", signature)
+
+        bar = tqdm(total=n_items, unit="item", desc="judging", disable=not progress)
+        chunk_files = []
+        for k, chunk in enumerate(_chunks(read_items(input_path, self.task), chunk_size)):
+            chunk_file = parts / f"chunk-{k:07d}.jsonl"
+            chunk_files.append(chunk_file)
+            if not chunk_file.is_file():
+                judgment = self.predict(chunk)
+                rows = [_output_row(item, row) for item, row in zip(chunk, judgment.rows())]
+                atomic_write_text(chunk_file, jsonl_text(rows))
+            bar.update(len(chunk))
+        bar.close()
+        _join(chunk_files, output_path)
+        atomic_write_json(sig_path, signature)
+        shutil.rmtree(parts)
+        return {"items": n_items, "output": str(output_path), "status": "done"}
+
+
+def _chunks(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _output_row(item: dict, judged: dict) -> dict:
+    row = {k: v for k, v in item.items() if k != "counts"}
+    row.update(judged)
+    return row
+
+
+def _join(chunk_files: list[Path], output_path: Path) -> None:
+    """Concatenate finished chunks into the output, atomically."""
+    tmp = output_path.with_name(f".{output_path.name}.tmp")
+    with tmp.open("wb") as out:
+        for chunk_file in chunk_files:
+            with chunk_file.open("rb") as fh:
+                shutil.copyfileobj(fh, out)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(output_path)

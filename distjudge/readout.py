@@ -71,6 +71,18 @@ def encode_prompts(task: Task, tokenizer, items: Sequence[dict]) -> list[list[in
     return out
 
 
+def truncate_prompt(ids: list[int], max_length: int | None, head: int = 64) -> list[int]:
+    """Cut a too-long prompt in the middle: keep its first ``head`` and its last tokens.
+
+    The start (chat header, instructions) and the end (the question asking for a label, and
+    the answer position) survive; the long item text in between loses its middle.
+    """
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    head = min(head, max_length // 4)
+    return ids[:head] + ids[len(ids) - (max_length - head):]
+
+
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded ``input_ids``, ``attention_mask`` and matching ``position_ids``."""
     width = max(len(s) for s in sequences)

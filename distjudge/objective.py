@@ -70,7 +70,9 @@ def distributional_loss(p: Tensor, log_q: Tensor, alpha: float = 0.8) -> Tensor:
         ValueError: if ``alpha`` is not in [0, 1].
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (0 = majority CE only, 1 = KL only); got {alpha}")
+        raise ValueError(
+            f"alpha must be in [0, 1] (0 = majority CE only, 1 = KL only); got {alpha}"
+        )
     loss = torch.zeros((), dtype=log_q.dtype, device=log_q.device)
     if alpha > 0.0:
         loss = loss + alpha * kl_divergence(p, log_q).mean()

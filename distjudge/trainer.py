@@ -116,6 +116,8 @@ class DistJudgeConfig(TrainingArguments):
             raise ValueError("--objective_space must be labels or vocabulary")
         if not 0 <= self.alpha <= 1 or self.epsilon < 0:
             raise ValueError("--alpha must be in [0, 1] and --epsilon >= 0")
+        if not torch.cuda.is_available():
+            self.use_cpu = True  # several CPU processes then join one gloo process group
         super().__post_init__()
 
     def method_dict(self) -> dict:
@@ -260,6 +262,8 @@ def train(config: DistJudgeConfig) -> dict:
         "train_seconds": getattr(timer, "seconds", None),
         "adversary_seconds": trainer.adversary_seconds,
         "global_steps": trainer.state.global_step,
+        "log_history": trainer.state.log_history,
+        "world_size": config.world_size,
         "versions": package_versions(),
     }
     if trainer.is_world_process_zero():

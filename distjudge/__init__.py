@@ -1,12 +1,29 @@
 """distjudge: distributional LLM-as-a-judge (arXiv 2505.12301).
 
 Read a judge's probability distribution over labels from one forward pass, train it to match
-many human annotators, and evaluate how close it gets.
+many human annotators, and evaluate how close it gets. The names below are imported lazily, so
+``import distjudge`` (and the ``data`` commands) stay fast without loading torch.
 """
 
-from distjudge.evaluate import evaluate, evaluate_file
-from distjudge.judge import Judge, Judgment
-from distjudge.task import Task, load_task
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["Judge", "Judgment", "Task", "evaluate", "evaluate_file", "load_task", "__version__"]
+
+_EXPORTS = {
+    "Judge": "distjudge.judge",
+    "Judgment": "distjudge.judge",
+    "Task": "distjudge.task",
+    "load_task": "distjudge.task",
+    "evaluate": "distjudge.evaluate",
+    "evaluate_file": "distjudge.evaluate",
+    "DistJudgeConfig": "distjudge.trainer",
+    "DistJudgeTrainer": "distjudge.trainer",
+    "train": "distjudge.trainer",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'distjudge' has no attribute {name!r}")

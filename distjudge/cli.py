@@ -124,8 +124,14 @@ def run_merge(argv: list[str]) -> int:
     return merge_main(argv)
 
 
+def run_quickstart(argv: list[str]) -> int:
+    from distjudge.quickstart import main as quickstart_main
+
+    return quickstart_main(argv)
+
+
 COMMANDS = {"judge": run_judge, "evaluate": run_evaluate, "train": run_train,
-            "merge": run_merge, "data": run_data}
+            "merge": run_merge, "data": run_data, "quickstart": run_quickstart}
 
 USAGE = """usage: distjudge COMMAND [options]   (distjudge COMMAND --help for each)
 
@@ -135,6 +141,7 @@ commands:
   train      fine-tune a distributional judge (flags or a YAML config)
   merge      merge a trained LoRA adapter into a full safetensors model
   data       named multi-annotator datasets: list, stats, convert, split, subsample
+  quickstart train on real data, judge held-out items, compare with the raw model (CPU minutes)
 """
 
 

@@ -76,7 +76,7 @@ class DistJudgeConfig(TrainingArguments):
         default="all-linear", metadata={"help": "Comma-separated module names, or all-linear."}
     )
     alpha: float = field(
-        default=0.8, metadata={"help": "Loss = alpha*KL + (1-alpha)*CE(majority); 0 = single point."}
+        default=0.8, metadata={"help": "alpha*KL + (1-alpha)*CE(majority); 0 = single point."}
     )
     epsilon: float = field(
         default=0.25, metadata={"help": "Radius of the adversarial l2 ball around p; 0 = off."}
@@ -197,7 +197,8 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     """Dev metrics of the readout: KL, JSD, TV, accuracy, ECE and the mean label mass."""
     preds, p = eval_pred.predictions, eval_pred.label_ids
     q = np.exp(preds[:, :-1].astype(np.float64))
-    return {**score(p, q / q.sum(1, keepdims=True)), "label_mass": float(np.exp(preds[:, -1]).mean())}
+    mass = float(np.exp(preds[:, -1]).mean())
+    return {**score(p, q / q.sum(1, keepdims=True)), "label_mass": mass}
 
 
 def build_model(config: DistJudgeConfig):
@@ -229,7 +230,9 @@ def train(config: DistJudgeConfig) -> dict:
     """Train, save the run into ``config.output_dir`` and return its record."""
     task = load_task(config.task)
     train_items = load_items(config.train_file, task, require_labels=True)
-    eval_items = load_items(config.eval_file, task, require_labels=True) if config.eval_file else None
+    eval_items = None
+    if config.eval_file:
+        eval_items = load_items(config.eval_file, task, require_labels=True)
     torch.manual_seed(config.seed)
     model, tokenizer, folder = build_model(config)
     index = label_index_tensor(label_token_ids(task, tokenizer))

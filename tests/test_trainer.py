@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import build_tiny_model, chaosnli_items, write_jsonl
 from safetensors.torch import load_file
 
 from distjudge.trainer import DistJudgeConfig, train
-
-from helpers import build_tiny_model, chaosnli_items, write_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -105,8 +104,9 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model, data_fi
 def test_accelerate_two_processes(tmp_path, tiny_model, data_files):
     out = tmp_path / "ddp"
     # On CPU, accelerate's torchrun-based launcher (--multi_gpu) starts a gloo process group.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no",
            "-m", "distjudge.cli", "train", "--task", "nli", "--train", str(data_files["train"]),
            "--output_dir", str(out), "--model", str(tiny_model), "--finetuning", "lora",
            "--max_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distjudge.evaluate import label_prior
+from distjudge.evaluation import label_prior
 from distjudge.io import atomic_write_json, jsonl_text
 from distjudge.judge import Judge
 from distjudge.metrics import score

@@ -89,7 +89,7 @@ def run_judge(argv: list[str]) -> int:
 
 
 def run_evaluate(argv: list[str]) -> int:
-    from distjudge.evaluate import evaluate_file, format_report
+    from distjudge.evaluation import evaluate_file, format_report
     from distjudge.io import atomic_write_json
 
     args = parse_command(EvaluateArguments, argv, "evaluate")

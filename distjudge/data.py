@@ -69,7 +69,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: spreadsheets write a BOM
         reader = csv.DictReader(fh)
         for row in reader:
             line_no = reader.line_num
@@ -97,8 +97,11 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict]]:
     for batch in parquet.iter_batches(batch_size=1024):
         for record in batch.to_pylist():
             row_no += 1
-            if isinstance(record.get("label_counts"), list):  # a Parquet map arrives as pairs
-                record["label_counts"] = dict(record["label_counts"])
+            counts = record.get("label_counts")
+            if isinstance(counts, list):  # a Parquet map arrives as (key, value) pairs
+                counts = dict(counts)
+            if isinstance(counts, dict):  # a struct column has every label, null where absent
+                record["label_counts"] = {k: v for k, v in counts.items() if v is not None}
             yield row_no, {k: v for k, v in record.items() if v is not None}
 
 

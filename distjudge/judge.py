@@ -150,7 +150,8 @@ class Judge:
         batch = pad_left(prompts, self.pad_id)
         logits = answer_logits(self.model, batch, DTYPES[self.dtype])
         log_q, log_mass = label_log_probs(logits, self.index)
-        return log_q.double().exp().numpy(), log_mass.double().exp().numpy()
+        q = log_q.double().exp()
+        return (q / q.sum(-1, keepdim=True)).numpy(), log_mass.double().exp().numpy()
 
     def predict(self, items: Iterable[dict], progress: bool = False) -> Judgment:
         """Judge items (mappings with the task's fields); batches sorted by prompt length.

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import jinja2.meta as jinja2meta
 import yaml
 
 
@@ -69,9 +70,13 @@ class Task:
         if self.ordinal and any(label.value is None for label in self.labels):
             raise TaskError(f"task {self.name!r}: an ordinal task needs a value on every label")
         try:
-            self._compiled  # noqa: B018 - compile once to fail early on a bad template
+            used = jinja2meta.find_undeclared_variables(jinja2.Environment().parse(self.template))
         except jinja2.TemplateSyntaxError as err:
             raise TaskError(f"task {self.name!r}: template syntax error: {err}") from err
+        unknown = sorted(used - set(self.fields) - set(self.optional_fields))
+        if unknown:
+            raise TaskError(f"task {self.name!r}: the template uses {unknown}, which are not in "
+                            "fields or optional_fields")
 
     @property
     def label_names(self) -> list[str]:
@@ -128,23 +133,35 @@ class Task:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
-def task_from_dict(data: dict, source: str = "<dict>") -> Task:
-    """Build a task from its YAML mapping (``extends`` resolved first)."""
+def task_from_dict(data: dict, source: str = "<dict>", folder: Path | None = None) -> Task:
+    """Build a task from its YAML mapping (``extends`` resolved first, relative to ``folder``)."""
     if not isinstance(data, dict):
         raise TaskError(f"{source}: a task definition must be a mapping")
     data = dict(data)
     if "extends" in data:
-        base = load_task(data.pop("extends")).to_dict()
+        parent = str(data.pop("extends"))
+        if folder is not None and parent.endswith((".yaml", ".yml")):
+            parent = str(folder / parent)
+        base = load_task(parent).to_dict()
         base.update(data)
         data = base
     missing = [key for key in ("name", "fields", "labels", "template") if key not in data]
     if missing:
         raise TaskError(f"{source}: task definition lacks {', '.join(missing)}")
+    for key in ("fields", "optional_fields"):
+        value = data.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TaskError(f"{source}: {key} must be a list of field names")
     labels = []
     for i, raw in enumerate(data.pop("labels")):
-        raw = {"name": raw} if isinstance(raw, (str, int)) else raw
+        raw = {"name": raw} if isinstance(raw, (str, int, bool)) else raw
         if not isinstance(raw, dict) or "name" not in raw:
             raise TaskError(f"{source}: labels[{i}] needs a name")
+        if isinstance(raw["name"], bool):
+            raise TaskError(f"{source}: labels[{i}]: YAML read the name as {raw['name']}; "
+                            "quote it (\"yes\", \"no\")")
+        if any(isinstance(v, bool) for v in raw.get("verbalizers", ())):
+            raise TaskError(f"{source}: labels[{i}]: a verbalizer was read as a boolean; quote it")
         labels.append(
             Label(
                 name=str(raw["name"]),
@@ -179,7 +196,7 @@ def load_task(name_or_path: str | Path | Task) -> Task:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             raise TaskError(f"{path}: not valid YAML: {err}".splitlines()[0]) from err
-        return task_from_dict(data, source=str(path))
+        return task_from_dict(data, source=str(path), folder=path.parent)
     builtin = resources.files("distjudge") / "tasks" / f"{name_or_path}.yaml"
     if not builtin.is_file():
         raise TaskError(

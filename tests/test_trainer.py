@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import build_tiny_model, chaosnli_items, write_jsonl
+from conftest import read_chaosnli, write_jsonl
 from safetensors.torch import load_file
 
 from distjudge.trainer import DistJudgeConfig, train
@@ -22,13 +22,8 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
 def data_files(tmp_path_factory) -> dict[str, Path]:
-    items = chaosnli_items(24)
+    items = read_chaosnli(24, labels="label_counts")
     folder = tmp_path_factory.mktemp("train-data")
     return {"train": write_jsonl(folder / "train.jsonl", items[:16]),
             "dev": write_jsonl(folder / "dev.jsonl", items[16:])}
@@ -44,7 +39,7 @@ def config(output_dir: Path, train_file: Path, **overrides) -> DistJudgeConfig:
 
 def test_real_steps_lower_the_loss(tmp_path, data_files):
     """LoRA on the real default model, 8 real items: the loss on them goes down."""
-    train_file = write_jsonl(tmp_path / "eight.jsonl", chaosnli_items(8))
+    train_file = write_jsonl(tmp_path / "eight.jsonl", read_chaosnli(8, labels="label_counts"))
     run = tmp_path / "run"
     record = train(config(run, train_file, eval_file=str(train_file), eval_on_start=True,
                           finetuning="lora", learning_rate=2e-3, num_train_epochs=3))

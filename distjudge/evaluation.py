@@ -44,6 +44,8 @@ def read_judged(path: str | Path, task: Task) -> tuple[np.ndarray, np.ndarray, d
         item = validate_record(record, task, where, require_labels=False, lookup=lookup)
         q = _distribution(record, task, where)
         if "label_mass" in record:
+            if not _is_number(record["label_mass"]):
+                raise DataError(f"{where}: field 'label_mass': not a number")
             masses.append(float(record["label_mass"]))
         if item["counts"] is None:
             unlabeled += 1
@@ -57,13 +59,22 @@ def read_judged(path: str | Path, task: Task) -> tuple[np.ndarray, np.ndarray, d
     return np.stack(p_rows), np.stack(q_rows), info
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _distribution(record: dict, task: Task, where: str) -> np.ndarray:
     dist = record.get("distribution")
-    if not isinstance(dist, dict):
+    if dist is None:
         raise DataError(f"{where}: field 'distribution': missing (judge the file first)")
+    if not isinstance(dist, dict):
+        raise DataError(f"{where}: field 'distribution': expected a mapping label -> probability")
     missing = [name for name in task.label_names if name not in dist]
     if missing:
         raise DataError(f"{where}: field 'distribution': no probability for {missing}")
+    for name in task.label_names:
+        if not _is_number(dist[name]):
+            raise DataError(f"{where}: field 'distribution': value for {name!r} is not a number")
     q = np.array([dist[name] for name in task.label_names], dtype=np.float64)
     if not np.all(np.isfinite(q)) or q.min() < 0 or abs(q.sum() - 1) > 1e-4:
         raise DataError(f"{where}: field 'distribution': not a probability distribution")

@@ -104,16 +104,24 @@ class Task:
         """Whether the task declares how to judge an item in the other order (``swap:``)."""
         return bool(self.extra.get("swap"))
 
+    def swap_spec(self) -> tuple[str, str, str, str]:
+        """``(field_a, field_b, label_a, label_b)`` from the task's ``swap:`` key."""
+        spec = self.extra.get("swap")
+        if not spec:
+            raise TaskError(f"task {self.name!r} declares no swap: it has no second order")
+        (field_a, field_b), (label_a, label_b) = spec["fields"], spec["labels"]
+        return str(field_a), str(field_b), str(label_a), str(label_b)
+
     def swapped(self, item: dict) -> dict:
         """The item with its two swapped fields exchanged (labels are flipped by the caller)."""
-        first, second = self.extra["swap"]["fields"]
+        first, second, _, _ = self.swap_spec()
         return {**item, first: item[second], second: item[first]}
 
     def swap_permutation(self) -> list[int]:
         """``perm`` with ``probs_swapped[:, perm]`` = the same judgment in the original order."""
-        flips = self.extra["swap"].get("labels", {})
-        names = self.label_names
-        return [names.index(str(flips.get(name, name))) for name in names]
+        _, _, label_a, label_b = self.swap_spec()
+        flip = {label_a: label_b, label_b: label_a}
+        return [self.label_names.index(flip.get(name, name)) for name in self.label_names]
 
     def to_dict(self) -> dict:
         """The plain definition, as it would be written in YAML."""

@@ -24,7 +24,6 @@ from distjudge.sources import (
     list_sources,
     load_source,
     mix,
-    pair_spec,
     source_stats,
     split_items,
     subsample_annotations,
@@ -237,11 +236,12 @@ def test_swap_pair_flips_labels_and_responses():
     bare = swap_pair({"id": "7", "context": "Q", "response_a": "x", "response_b": "y",
                       "annotations": ["A", "tie", "B", "A"]}, task)
     assert bare["annotations"] == ["B", "tie", "A", "B"] and bare["group"] == "7"
-    with pytest.raises(ValueError, match="not pairwise"):
+    with pytest.raises(ValueError, match="declares no swap"):
         swap_pair(item, load_task("nli"))
     anli = load_task("abductive-nli")
     expected = ("hyp1", "hyp2", "1", "2")
-    assert pair_spec(anli) == pair_spec(task_from_dict(anli.to_dict())) == expected
+    assert anli.swap_spec() == task_from_dict(anli.to_dict()).swap_spec() == expected
+    assert load_task("pairwise").swap_permutation() == [1, 0, 2]
 
 
 @needs_data

@@ -10,7 +10,7 @@ See :mod:`distjudge.sources.registry` for the item format and the overlap rules,
 """
 
 from distjudge.sources import fed, nli, pairwise, ratings, safety, text  # noqa: F401 - register
-from distjudge.sources.pairwise import both_orders, pair_spec, swap_pair
+from distjudge.sources.pairwise import both_orders, swap_pair
 from distjudge.sources.registry import (
     ENV_VAR,
     SOURCES,
@@ -36,7 +36,6 @@ __all__ = [
     "list_sources",
     "load_source",
     "mix",
-    "pair_spec",
     "register",
     "source_stats",
     "split_items",

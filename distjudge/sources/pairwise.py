@@ -96,29 +96,6 @@ register("mt-bench", "pairwise", "CC BY 4.0 (votes, answers); questions Apache-2
 
 # --- response order -------------------------------------------------------------------------
 
-# Swap specs of our pairwise task YAMLs, for Task objects that lost their ``extra`` keys
-# (``Task.to_dict``/``save`` and ``extends:`` do not carry them).
-KNOWN_SWAPS = {"abductive-nli": ("hyp1", "hyp2", "1", "2")}
-
-
-def pair_spec(task: Task) -> tuple[str, str, str, str]:
-    """(field A, field B, label A, label B) of a pairwise task.
-
-    Taken from the task YAML's ``swap: {fields: [a, b], labels: [a, b]}`` when present, else the
-    built-in pairwise layout (``response_a``/``response_b``, labels ``A``/``B``).
-    """
-    spec = task.extra.get("swap")
-    if spec:
-        (fa, fb), (la, lb) = spec["fields"], spec["labels"]
-        return str(fa), str(fb), str(la), str(lb)
-    known = KNOWN_SWAPS.get(task.name)
-    if known and set(known[:2]) <= set(task.fields) and set(known[2:]) <= set(task.label_names):
-        return known
-    if {"response_a", "response_b"} <= set(task.fields) and {"A", "B"} <= set(task.label_names):
-        return "response_a", "response_b", "A", "B"
-    raise ValueError(f"task {task.name!r} is not pairwise (no 'swap' spec, no response_a/b)")
-
-
 def swap_pair(item: dict, task: Task) -> dict:
     """The same item with its two responses in the other order and the A/B labels flipped.
 
@@ -127,10 +104,9 @@ def swap_pair(item: dict, task: Task) -> dict:
     together. Other ``x_a``/``x_b`` fields (e.g. ``model_a``/``model_b``) are swapped too;
     ``label_counts``, ``annotations`` and a validated ``counts`` vector are all flipped.
     """
-    fa, fb, la, lb = pair_spec(task)
+    fa, fb, la, lb = task.swap_spec()
     flip = {la: lb, lb: la}
-    out = dict(item)
-    out[fa], out[fb] = item[fb], item[fa]
+    out = task.swapped(item)
     for key in item:
         if key.endswith("_a") and key[:-2] + "_b" in item and key not in (fa, fb):
             other = key[:-2] + "_b"
@@ -143,9 +119,7 @@ def swap_pair(item: dict, task: Task) -> dict:
         out["annotations"] = [flip.get(v, v) if isinstance(v, str) else v
                               for v in item["annotations"]]
     if item.get("counts") is not None:
-        names = task.label_names
-        order = [names.index(flip.get(name, name)) for name in names]
-        out["counts"] = np.asarray(item["counts"])[order]
+        out["counts"] = np.asarray(item["counts"])[task.swap_permutation()]
     item_id = str(item["id"])
     out["id"] = item_id[: -len(SWAPPED)] if item_id.endswith(SWAPPED) else item_id + SWAPPED
     out["group"] = item.get("group") or item_id

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("DISTJUDGE_DATA", REPO.parent / "shared" / "datasets"))
@@ -187,3 +189,20 @@ def tiny_model(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# -- hypothesis strategies -----------------------------------------------------------------------
+
+@st.composite
+def distribution_batches(draw: st.DrawFn, min_rows: int = 1, max_rows: int = 6) -> np.ndarray:
+    """Batches [B, C] of distributions, C in 2..10, with exact zeros drawn often."""
+    num_labels = draw(st.integers(2, 10))
+    num_rows = draw(st.integers(min_rows, max_rows))
+    weight = st.one_of(st.just(0.0), st.floats(1e-3, 1.0), st.integers(1, 5).map(float))
+    rows = []
+    for _ in range(num_rows):
+        w = np.array(draw(st.lists(weight, min_size=num_labels, max_size=num_labels)))
+        if w.sum() == 0:
+            w[draw(st.integers(0, num_labels - 1))] = 1.0
+        rows.append(w / w.sum())
+    return np.stack(rows)

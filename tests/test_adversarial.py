@@ -9,6 +9,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from conftest import distribution_batches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -203,20 +204,13 @@ def test_projection_large_batch_matches_per_row() -> None:
 @st.composite
 def target_batches(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     """(p, log_q) batches [B, C], C in 2..10; p has exact zeros, q is sometimes very peaked."""
-    num_labels = draw(st.integers(2, 10))
-    num_rows = draw(st.integers(1, 6))
-    weight = st.one_of(st.just(0.0), st.floats(1e-3, 1.0), st.integers(1, 5).map(float))
-    rows = []
-    for _ in range(num_rows):
-        w = np.array(draw(st.lists(weight, min_size=num_labels, max_size=num_labels)))
-        if w.sum() == 0:
-            w[draw(st.integers(0, num_labels - 1))] = 1.0
-        rows.append(w / w.sum())
+    p = draw(distribution_batches())
+    num_rows, num_labels = p.shape
     scale = draw(st.sampled_from([0.5, 2.0, 10.0, 40.0]))
     seed = draw(st.integers(0, 2**16))
     logits = np.random.default_rng(seed).normal(scale=scale, size=(num_rows, num_labels))
     log_q = torch.log_softmax(torch.tensor(logits, dtype=F64), dim=-1).numpy()
-    return np.stack(rows), log_q
+    return p, log_q
 
 
 @settings(max_examples=80, deadline=None)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import distribution_batches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import rel_entr
@@ -22,19 +23,6 @@ from distjudge.objective import (
 F64 = torch.float64
 
 
-@st.composite
-def distribution_batches(draw: st.DrawFn, min_rows: int = 1, max_rows: int = 6) -> np.ndarray:
-    """Batches [B, C] of distributions, C in 2..10, with exact zeros drawn often."""
-    num_labels = draw(st.integers(2, 10))
-    num_rows = draw(st.integers(min_rows, max_rows))
-    weight = st.one_of(st.just(0.0), st.floats(1e-3, 1.0), st.integers(1, 5).map(float))
-    rows = []
-    for _ in range(num_rows):
-        w = np.array(draw(st.lists(weight, min_size=num_labels, max_size=num_labels)))
-        if w.sum() == 0:
-            w[draw(st.integers(0, num_labels - 1))] = 1.0
-        rows.append(w / w.sum())
-    return np.stack(rows)
 
 
 def _log_q_for(p: np.ndarray, seed: int) -> np.ndarray:

@@ -218,13 +218,7 @@ def _members(text: str, pos: int, path: Path) -> tuple[list, int]:
     while True:
         key = len(members)
         if opener == "{":
-            if not text.startswith('"', pos):
-                _bad(text, pos, path, "a key")
-            key, pos = _decode(text, pos, path)
-            pos = _skip(text, pos)
-            if not text.startswith(":", pos):
-                _bad(text, pos, path, "':'")
-            pos = _skip(text, pos + 1)
+            key, pos = _read_key(text, pos, path)
         start = pos
         value, pos = _decode(text, pos, path)
         members.append((key, start, value))
@@ -237,19 +231,24 @@ def _members(text: str, pos: int, path: Path) -> tuple[list, int]:
             _bad(text, pos, path, f"',' or '{closer}'")
 
 
+def _read_key(text: str, pos: int, path: Path) -> tuple[str, int]:
+    """An object key at ``pos`` and the start of its value."""
+    if not text.startswith('"', pos):
+        _bad(text, pos, path, "a key")
+    key, pos = _decode(text, pos, path)
+    pos = _skip(text, pos)
+    if not text.startswith(":", pos):
+        _bad(text, pos, path, "':'")
+    return key, _skip(text, pos + 1)
+
+
 def _find(text: str, pos: int, key: str, path: Path) -> int:
     """Start of the value of ``key`` in the object at ``pos`` (values before it are skipped)."""
     if not text.startswith("{", pos):
         _bad(text, pos, path, "an object")
     pos = _skip(text, pos + 1)
     while not text.startswith("}", pos):
-        if not text.startswith('"', pos):
-            _bad(text, pos, path, "a key")
-        name, pos = _decode(text, pos, path)
-        pos = _skip(text, pos)
-        if not text.startswith(":", pos):
-            _bad(text, pos, path, "':'")
-        pos = _skip(text, pos + 1)
+        name, pos = _read_key(text, pos, path)
         if name == key:
             return pos
         _, pos = _decode(text, pos, path)

@@ -59,6 +59,9 @@ class EvaluateArguments:
     output: str | None = field(
         default=None, metadata={"help": "Metrics JSON (default: <input>.metrics.json)."}
     )
+    plot: str | None = field(
+        default=None, metadata={"help": "PNG: reliability diagram and human vs judge entropy."}
+    )
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% CIs."})
     seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
 
@@ -93,11 +96,12 @@ def run_evaluate(argv: list[str]) -> int:
     from distjudge.io import atomic_write_json
 
     args = parse_command(EvaluateArguments, argv, "evaluate")
-    report = evaluate_file(args.input, args.task, args.reference, args.n_boot, args.seed)
+    report = evaluate_file(args.input, args.task, args.reference, args.n_boot, args.seed,
+                           plot=args.plot)
     print(format_report(report))
     output = Path(args.output or f"{args.input}.metrics.json")
     atomic_write_json(output, report)
-    print(f"metrics written to {output}")
+    print(f"metrics written to {output}" + (f", plot to {args.plot}" if args.plot else ""))
     return 0
 
 

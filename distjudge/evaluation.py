@@ -82,8 +82,11 @@ def _distribution(record: dict, task: Task, where: str) -> np.ndarray:
 
 
 def evaluate_file(path: str | Path, task: str | Task, reference: str | Path | None = None,
-                  n_boot: int = 1000, seed: int = 0) -> dict:
-    """Evaluate a judged file; ``reference`` (a labelled file) supplies the label prior."""
+                  n_boot: int = 1000, seed: int = 0, plot: str | Path | None = None) -> dict:
+    """Evaluate a judged file; ``reference`` (a labelled file) supplies the label prior.
+
+    ``plot``: also save a PNG (reliability diagram, human vs judge entropy) there.
+    """
     task = load_task(task)
     p, q, info = read_judged(path, task)
     prior = None
@@ -91,6 +94,10 @@ def evaluate_file(path: str | Path, task: str | Task, reference: str | Path | No
         ref = load_items(reference, task, require_labels=True)
         prior = label_prior(np.stack([i["counts"] / i["counts"].sum() for i in ref]))
     report = evaluate(p, q, prior, n_boot, seed)
+    if plot is not None:
+        from distjudge.plots import plot_evaluation
+
+        plot_evaluation(p, q, plot, title=f"{task.name}: {len(p)} items ({Path(path).name})")
     report.update(task=task.name, labels=task.label_names, input=str(path), **info)
     if prior is not None:
         report["prior_distribution"] = dict(zip(task.label_names, prior.tolist()))

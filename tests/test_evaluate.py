@@ -185,3 +185,16 @@ def test_evaluate_with_bad_human_labels_or_no_labels(tmp_path, files, capsys, cl
     assert cli_main(["evaluate", "--input", str(nolabels)]) == 2
     [line] = cli.error_lines(capsys.readouterr().err)
     assert str(nolabels) in line and "human labels" in line
+
+
+def test_plot_is_a_png(tmp_path):
+    rows = [{"id": str(i), "premise": "a", "hypothesis": "b",
+             "label_counts": {"entailment": i + 1, "neutral": 2, "contradiction": 1},
+             "distribution": {"entailment": 0.5, "neutral": 0.3, "contradiction": 0.2}}
+            for i in range(5)]
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    png = tmp_path / "report.png"
+    report = evaluate_file(judged, "nli", n_boot=10, plot=png)
+    assert report["n"] == 5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

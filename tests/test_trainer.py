@@ -112,3 +112,20 @@ def test_accelerate_two_processes(tmp_path, tiny_model, data_files):
     record = json.loads((out / "distjudge_run.json").read_text())
     assert record["global_steps"] == 2 and record["world_size"] == 2
     assert torch.isfinite(torch.tensor(record["train_seconds"]))
+
+
+def test_vocabulary_objective_drives_label_mass_up(tmp_path, tiny_model, data_files):
+    """objective_space=vocabulary trains the full-vocabulary label probabilities: mass rises."""
+    masses = {}
+    for space in ("labels", "vocabulary"):
+        record = train(config(tmp_path / space, data_files["train"], model=str(tiny_model),
+                              eval_file=str(data_files["train"]), eval_on_start=True,
+                              objective_space=space, finetuning="full", learning_rate=3e-2,
+                              max_steps=16, eval_strategy="steps", eval_steps=16))
+        evals = [row["eval_label_mass"] for row in record["log_history"]
+                 if "eval_label_mass" in row]
+        masses[space] = (evals[0], evals[-1])
+    print(masses)
+    start, end = masses["vocabulary"]
+    assert end > 10 * start and end > 0.5
+    assert end > 10 * masses["labels"][1]

@@ -129,3 +129,20 @@ def test_vocabulary_objective_drives_label_mass_up(tmp_path, tiny_model, data_fi
     start, end = masses["vocabulary"]
     assert end > 10 * start and end > 0.5
     assert end > 10 * masses["labels"][1]
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path, tiny_model, data_files):
+    """2 micro-batches of 2 accumulate to the same update as one batch of 4.
+
+    Plain SGD without clipping, so a wrongly scaled accumulated gradient shows (Adam or
+    gradient clipping would hide it)."""
+    weights = []
+    for batch, accumulate in ((4, 1), (2, 2)):
+        out = tmp_path / f"b{batch}x{accumulate}"
+        train(config(out, data_files["train"], model=str(tiny_model), finetuning="full",
+                     optim="sgd", learning_rate=0.5, max_grad_norm=0.0, max_steps=2,
+                     per_device_train_batch_size=batch,
+                     gradient_accumulation_steps=accumulate))
+        weights.append(load_file(out / "model.safetensors"))
+    diff = max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0])
+    assert diff < 1e-5, diff

@@ -40,6 +40,8 @@ from distjudge.readout import (
 )
 from distjudge.task import Task, load_task
 
+DEFAULT_LR = {"full": 5e-5, "lora": 1e-3}
+
 
 @dataclass
 class DistJudgeConfig(TrainingArguments):
@@ -92,8 +94,10 @@ class DistJudgeConfig(TrainingArguments):
     # Trainer defaults that suit this method (all overridable).
     output_dir: str | None = field(default=None, metadata={"help": "Where the run is written."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs (paper: 2)."})
-    learning_rate: float = field(
-        default=5e-5, metadata={"help": "AdamW lr (paper: 5e-5; LoRA on a 135M model: ~1e-3)."}
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "AdamW lr; default 5e-5 for full fine-tuning (the paper's), 1e-3 for "
+                  "LoRA (a LoRA adapter on a 135M model barely moves at 5e-5)."},
     )
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch per process."})
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Eval batch."})
@@ -116,6 +120,8 @@ class DistJudgeConfig(TrainingArguments):
             raise ValueError("--objective_space must be labels or vocabulary")
         if not 0 <= self.alpha <= 1 or self.epsilon < 0:
             raise ValueError("--alpha must be in [0, 1] and --epsilon >= 0")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LR[self.finetuning]
         if not torch.cuda.is_available():
             self.use_cpu = True  # several CPU processes then join one gloo process group
         super().__post_init__()

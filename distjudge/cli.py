@@ -24,7 +24,10 @@ class JudgeArguments:
     """distjudge judge: read each item's label distribution from the judge."""
 
     input: str = field(metadata={"help": "Items to judge: .jsonl, .csv or .parquet."})
-    output: str = field(metadata={"help": "Output JSONL (one judged row per input item)."})
+    output: str = field(
+        metadata={"help": "Output JSONL (one judged row per input item); with --engine ray, "
+                  "a name ending in .parquet gives one Parquet file."}
+    )
     task: str | None = field(
         default=None,
         metadata={"help": "Built-in task (nli, rating, pairwise, safety) or a task YAML. "
@@ -39,11 +42,31 @@ class JudgeArguments:
     dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16 (autocast)."})
     batch_size: int = field(default=16, metadata={"help": "Items per forward pass."})
     chunk_size: int = field(
-        default=256, metadata={"help": "Items per resumable chunk written to <output>.parts/."}
+        default=256,
+        metadata={"help": "Items per resumable chunk written to <output>.parts/ (local), or per "
+                  "Ray block sent to one worker (ray)."},
     )
     both_orders: bool = field(
         default=False,
         metadata={"help": "Pairwise tasks: judge each item in both orders and average."},
+    )
+    engine: str = field(
+        default="local",
+        metadata={"help": "local (this process, resumable) or ray (actors on a Ray cluster; "
+                  "pip install distjudge[ray]).", "choices": ["local", "ray"]},
+    )
+    address: str | None = field(
+        default=None,
+        metadata={"help": "Ray: join this cluster (auto, ray://HOST:10001, HOST:6379); "
+                  "default: start a local one for the run."},
+    )
+    num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Ray: judge actors, each loading the model once (default: the "
+                  "cluster's CPUs / --cpus_per_worker)."},
+    )
+    cpus_per_worker: float = field(
+        default=1.0, metadata={"help": "Ray: CPUs each actor reserves (and its torch threads)."}
     )
 
 
@@ -83,6 +106,16 @@ def run_judge(argv: list[str]) -> int:
 
     args = parse_command(JudgeArguments, argv, "judge")
     task = load_task(args.task or (Path(args.adapter) / "task.yaml" if args.adapter else "nli"))
+    if args.engine == "ray":  # validates the input first too; the model loads in the workers
+        from distjudge.ray_engine import judge_with_ray
+
+        summary = judge_with_ray(
+            args.input, args.output, task, model=args.model, adapter=args.adapter,
+            dtype=args.dtype, batch_size=args.batch_size, both_orders=args.both_orders,
+            chunk_size=args.chunk_size, num_workers=args.num_workers,
+            cpus_per_worker=args.cpus_per_worker, address=args.address)
+        print(json.dumps(summary))
+        return 0
     check_file(args.input, task)  # bad input fails here, before the model is loaded
     judge = Judge.from_pretrained(args.model, task, args.adapter, dtype=args.dtype,
                                   batch_size=args.batch_size, both_orders=args.both_orders)

@@ -223,12 +223,12 @@ class Judge:
 
         bar = tqdm(total=n_items, unit="item", desc="judging", disable=not progress)
         chunk_files = []
-        for k, chunk in enumerate(_chunks(read_items(input_path, self.task), chunk_size)):
+        for k, chunk in enumerate(chunked(read_items(input_path, self.task), chunk_size)):
             chunk_file = parts / f"chunk-{k:07d}.jsonl"
             chunk_files.append(chunk_file)
             if not chunk_file.is_file():
                 judgment = self.predict(chunk)
-                rows = [_output_row(item, row) for item, row in zip(chunk, judgment.rows())]
+                rows = [output_row(item, row) for item, row in zip(chunk, judgment.rows())]
                 atomic_write_text(chunk_file, jsonl_text(rows))
             bar.update(len(chunk))
         bar.close()
@@ -238,7 +238,7 @@ class Judge:
         return {"items": n_items, "output": str(output_path), "status": "done"}
 
 
-def _chunks(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+def chunked(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
     chunk: list[dict] = []
     for item in items:
         chunk.append(item)
@@ -249,7 +249,7 @@ def _chunks(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-def _output_row(item: dict, judged: dict) -> dict:
+def output_row(item: dict, judged: dict) -> dict:
     row = {k: v for k, v in item.items() if k != "counts"}
     row.update(judged)
     return row

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distjudge.data import count_distributions
 from distjudge.evaluation import label_prior
 from distjudge.io import atomic_write_json, jsonl_text
 from distjudge.judge import Judge
@@ -39,12 +40,6 @@ TRAINING = {"finetuning": "full", "learning_rate": 5e-5, "num_train_epochs": 2.0
             "per_device_train_batch_size": 8, "bf16": True, "max_length": 512}
 
 
-def distributions(items: list[dict], labels: list[str]) -> np.ndarray:
-    counts = np.array([[item["label_counts"].get(name, 0) for name in labels] for item in items],
-                      dtype=np.float64)
-    return counts / counts.sum(1, keepdims=True)
-
-
 def splits(dataset: str, seed: int, split: str, limit: int | None) -> tuple[list, list]:
     """(train, eval) items of a cell; ``dev`` carves the eval part out of train."""
     train_items, test_items = split_items(load_source(dataset), test=0.2, seed=seed)
@@ -58,13 +53,14 @@ def splits(dataset: str, seed: int, split: str, limit: int | None) -> tuple[list
 def run_cell(cell: dict, work: Path) -> dict:
     task = load_task(get_source(cell["dataset"]).task)
     train_items, eval_items = splits(cell["dataset"], cell["seed"], cell["split"], cell["limit"])
-    p = distributions(eval_items, task.label_names)
+    p = count_distributions(eval_items, task.label_names)
     started = time.process_time()
     extra: dict = {}
     if cell["method"] == "uniform":
         q = np.full_like(p, 1 / p.shape[1])
     elif cell["method"] == "prior":
-        q = np.broadcast_to(label_prior(distributions(train_items, task.label_names)), p.shape)
+        prior = label_prior(count_distributions(train_items, task.label_names))
+        q = np.broadcast_to(prior, p.shape)
     else:
         adapter = None
         if cell["method"] in METHODS:

@@ -239,6 +239,13 @@ def load_items(path: str | Path, task: Task, require_labels: bool = False) -> li
     return list(read_items(path, task, require_labels))
 
 
+def count_distributions(items: list[dict], labels: list[str]) -> np.ndarray:
+    """Human label distributions of items in the common format (``label_counts`` by name)."""
+    counts = np.array([[item["label_counts"].get(name, 0) for name in labels] for item in items],
+                      dtype=np.float64)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
 def distributions(items: list[dict]) -> np.ndarray:
     """Human label distributions p (rows sum to 1) of items with counts."""
     counts = np.stack([np.asarray(item["counts"], dtype=np.float64) for item in items])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distjudge.data import count_distributions
 from distjudge.evaluation import label_prior
 from distjudge.io import atomic_write_text, jsonl_text
 from distjudge.judge import Judge
@@ -20,11 +21,6 @@ from distjudge.metrics import score
 from distjudge.sources import load_source, split_items
 from distjudge.task import load_task
 from distjudge.trainer import DistJudgeConfig, train
-
-
-def _p(items: list[dict], labels: list[str]) -> np.ndarray:
-    counts = np.array([[i["label_counts"].get(n, 0) for n in labels] for i in items], float)
-    return counts / counts.sum(1, keepdims=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     trained = Judge.from_pretrained(adapter=run, dtype="bfloat16").predict(test_items,
                                                                            progress=True)
 
-    p = _p(test_items, task.label_names)
+    p = count_distributions(test_items, task.label_names)
+    prior = label_prior(count_distributions(train_items, task.label_names))
     rows = {
         "uniform": (np.full_like(p, 1 / 3), None),
-        "label prior (train)": (np.broadcast_to(label_prior(_p(train_items, task.label_names)),
-                                                p.shape), None),
+        "label prior (train)": (np.broadcast_to(prior, p.shape), None),
         "raw model": (raw.probs, raw.label_mass.mean()),
         "trained judge": (trained.probs, trained.label_mass.mean()),
     }

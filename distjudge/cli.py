@@ -34,7 +34,9 @@ class JudgeArguments:
                   "Defaults to the task stored with --adapter, else nli."},
     )
     model: str | None = field(
-        default=None, metadata={"help": "Local HF folder or GGUF file (default: embedded SmolLM2)."}
+        default=None,
+        metadata={"help": "local: HF folder or GGUF file (default: embedded SmolLM2); "
+                  "openai: the served model's name."},
     )
     adapter: str | None = field(
         default=None, metadata={"help": "A `distjudge train` output_dir to judge with."}
@@ -49,6 +51,27 @@ class JudgeArguments:
     both_orders: bool = field(
         default=False,
         metadata={"help": "Pairwise tasks: judge each item in both orders and average."},
+    )
+    backend: str = field(
+        default="local",
+        metadata={"help": "local (exact readout from the model's logits) or openai (an "
+                  "OpenAI-compatible server's top-k logprobs; needs --base_url and --model).",
+                  "choices": ["local", "openai"]},
+    )
+    base_url: str | None = field(
+        default=None, metadata={"help": "openai: the API root, e.g. http://127.0.0.1:8080/v1."}
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "openai: environment variable holding the API key (if any)."},
+    )
+    top_logprobs: int = field(
+        default=20, metadata={"help": "openai: top logprobs per request (the server's maximum)."}
+    )
+    concurrency: int = field(default=8, metadata={"help": "openai: requests in flight."})
+    timeout: float = field(default=60.0, metadata={"help": "openai: seconds per request."})
+    max_retries: int = field(
+        default=5, metadata={"help": "openai: retries on 429 / 5xx / connection errors."}
     )
     engine: str = field(
         default="local",
@@ -106,6 +129,9 @@ def run_judge(argv: list[str]) -> int:
 
     args = parse_command(JudgeArguments, argv, "judge")
     task = load_task(args.task or (Path(args.adapter) / "task.yaml" if args.adapter else "nli"))
+    if args.backend == "openai" and (args.engine != "local" or args.adapter):
+        raise ValueError("--backend openai judges through the server alone: "
+                         "no --engine ray, no --adapter")
     if args.engine == "ray":  # validates the input first too; the model loads in the workers
         from distjudge.ray_engine import judge_with_ray
 
@@ -117,11 +143,26 @@ def run_judge(argv: list[str]) -> int:
         print(json.dumps(summary))
         return 0
     check_file(args.input, task)  # bad input fails here, before the model is loaded
+    if args.backend == "openai":
+        print(json.dumps(_judge_served(args, task)))
+        return 0
     judge = Judge.from_pretrained(args.model, task, args.adapter, dtype=args.dtype,
                                   batch_size=args.batch_size, both_orders=args.both_orders)
     summary = judge.judge_file(args.input, args.output, chunk_size=args.chunk_size)
     print(json.dumps(summary))
     return 0
+
+
+def _judge_served(args: JudgeArguments, task) -> dict:
+    from distjudge.served import ServedJudge
+
+    if not args.base_url or not args.model:
+        raise ValueError("--backend openai needs --base_url and --model (the served name)")
+    judge = ServedJudge(args.base_url, args.model, task, api_key_env=args.api_key_env,
+                        top_logprobs=args.top_logprobs, concurrency=args.concurrency,
+                        timeout=args.timeout, max_retries=args.max_retries,
+                        both_orders=args.both_orders)
+    return judge.judge_file(args.input, args.output, chunk_size=args.chunk_size)
 
 
 def run_evaluate(argv: list[str]) -> int:

@@ -36,12 +36,15 @@ def evaluate(p: np.ndarray, q: np.ndarray, prior: np.ndarray | None = None,
 
 
 def read_judged(path: str | Path, task: Task) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Human ``p``, judge ``q`` and counts of skipped rows from a judged file."""
+    """Human ``p``, judge ``q`` and skipped-row counts (unlabeled, unscored) of a judged file."""
     lookup = label_lookup(task)
-    p_rows, q_rows, masses, unlabeled = [], [], [], 0
+    p_rows, q_rows, masses, unlabeled, unscored = [], [], [], 0, 0
     for line, record in iter_records(path):
         where = f"{path}:{line}"
         item = validate_record(record, task, where, require_labels=False, lookup=lookup)
+        if record.get("scored") is False:  # served backend: no label in the top-k
+            unscored += 1
+            continue
         q = _distribution(record, task, where)
         if "label_mass" in record:
             if not _is_number(record["label_mass"]):
@@ -54,7 +57,7 @@ def read_judged(path: str | Path, task: Task) -> tuple[np.ndarray, np.ndarray, d
         q_rows.append(q)
     if not p_rows:
         raise DataError(f"{path}: no judged items with human labels to evaluate")
-    info = {"unlabeled": unlabeled,
+    info = {"unlabeled": unlabeled, "unscored": unscored,
             "mean_label_mass": float(np.mean(masses)) if masses else None}
     return np.stack(p_rows), np.stack(q_rows), info
 
@@ -108,7 +111,9 @@ def format_report(report: dict) -> str:
     """A plain-text table: one row per metric, one column per method, value [95% CI]."""
     methods = [m for m in ("judge", "uniform", "prior") if m in report]
     lines = [f"{report.get('task', '')}: {report['n']} items with human labels"
-             + (f", {report['unlabeled']} without (skipped)" if report.get("unlabeled") else "")]
+             + (f", {report['unlabeled']} without (skipped)" if report.get("unlabeled") else "")
+             + (f"; {report['unscored']} unscored by the judge (skipped)"
+                if report.get("unscored") else "")]
     if report.get("mean_label_mass") is not None:
         lines.append(f"mean label mass of the judge: {report['mean_label_mass']:.4f}")
     lines.append(f"{'metric':<10}" + "".join(f"{m:>28}" for m in methods))

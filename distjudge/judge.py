@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -44,17 +44,28 @@ RUN_FILE = "distjudge_run.json"  # written by `distjudge train` into its output_
 
 @dataclass
 class Judgment:
-    """Label distributions of N items: ``probs`` [N, C] and ``label_mass`` [N]."""
+    """Label distributions of N items: ``probs`` [N, C] and ``label_mass`` [N].
+
+    A row of NaN in ``probs`` is an unscored item (the served backend saw none of its labels).
+    ``details`` adds per-item output fields (the served backend's coverage figures).
+    """
 
     labels: list[str]
     probs: np.ndarray
     label_mass: np.ndarray
     values: list[float] | None = None
     order_flip_jsd: np.ndarray | None = None
+    estimator: str = "exact"
+    details: list[dict] | None = None
 
     @property
-    def predictions(self) -> list[str]:
-        return [self.labels[i] for i in self.probs.argmax(axis=1)]
+    def scored(self) -> np.ndarray:
+        return ~np.isnan(self.probs).any(axis=1)
+
+    @property
+    def predictions(self) -> list[str | None]:
+        return [self.labels[int(row.argmax())] if ok else None
+                for row, ok in zip(self.probs, self.scored)]
 
     @property
     def entropy(self) -> np.ndarray:
@@ -67,18 +78,23 @@ class Judgment:
     def rows(self) -> Iterator[dict]:
         """One output record per item: distribution, prediction, entropy, label mass, score."""
         scores = self.expected_scores
-        for i, (dist, mass, ent) in enumerate(zip(self.probs, self.label_mass, self.entropy)):
+        for i, (dist, mass, ent, ok) in enumerate(
+                zip(self.probs, self.label_mass, self.entropy, self.scored)):
             row = {
-                "distribution": dict(zip(self.labels, map(float, dist))),
-                "prediction": self.labels[int(dist.argmax())],
-                "entropy": float(ent),
+                "distribution": dict(zip(self.labels, map(float, dist))) if ok else None,
+                "prediction": self.labels[int(dist.argmax())] if ok else None,
+                "entropy": float(ent) if ok else None,
                 "label_mass": float(mass),
-                "estimator": "exact",
+                "estimator": self.estimator,
             }
+            if not ok:
+                row["scored"] = False
             if scores is not None:
-                row["expected_score"] = float(scores[i])
+                row["expected_score"] = float(scores[i]) if ok else None
             if self.order_flip_jsd is not None:
-                row["order_flip_jsd"] = float(self.order_flip_jsd[i])
+                row["order_flip_jsd"] = float(self.order_flip_jsd[i]) if ok else None
+            if self.details is not None:
+                row.update(self.details[i])
             yield row
 
 
@@ -163,11 +179,7 @@ class Judge:
         if not self.both_orders:
             return self._predict_one_order(items, progress)
         both = self._predict_one_order(items + [self.task.swapped(i) for i in items], progress)
-        n, perm = len(items), self.task.swap_permutation()
-        first, second = both.probs[:n], both.probs[n:][:, perm]
-        return Judgment(self.task.label_names, (first + second) / 2,
-                        (both.label_mass[:n] + both.label_mass[n:]) / 2, self.task.values,
-                        order_flip_jsd=js_divergence(first, second))
+        return average_orders(self.task, both, len(items))
 
     def _predict_one_order(self, items: list[dict], progress: bool) -> Judgment:
         prompts = [truncate_prompt(ids, self.max_length)
@@ -204,38 +216,62 @@ class Judge:
     def judge_file(self, input_path: str | Path, output_path: str | Path,
                    chunk_size: int = 256, progress: bool = True) -> dict:
         """Judge a JSONL/CSV/Parquet file into JSONL, resumably; return a summary."""
-        input_path, output_path = Path(input_path), Path(output_path)
-        n_items = check_file(input_path, self.task)  # all errors surface before any output
-        signature = self.signature(input_path, chunk_size)
-        sig_path = output_path.with_name(output_path.name + ".signature.json")
-        parts = output_path.with_name(output_path.name + ".parts")
-        if output_path.exists() and sig_path.is_file() and not parts.exists():
-            if json.loads(sig_path.read_text()) == signature:
-                return {"items": n_items, "output": str(output_path), "status": "already complete"}
-        if parts.exists():
-            previous = parts / "signature.json"
-            if not previous.is_file() or json.loads(previous.read_text()) != signature:
-                raise RuntimeError(
-                    f"{parts}: left by a run with other settings or input; delete it to start over"
-                )
-        parts.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(parts / "signature.json", signature)
+        def judge_chunk(chunk: list[dict], journal: Path) -> list[dict]:
+            return list(self.predict(chunk).rows())
 
-        bar = tqdm(total=n_items, unit="item", desc="judging", disable=not progress)
-        chunk_files = []
-        for k, chunk in enumerate(chunked(read_items(input_path, self.task), chunk_size)):
-            chunk_file = parts / f"chunk-{k:07d}.jsonl"
-            chunk_files.append(chunk_file)
-            if not chunk_file.is_file():
-                judgment = self.predict(chunk)
-                rows = [output_row(item, row) for item, row in zip(chunk, judgment.rows())]
-                atomic_write_text(chunk_file, jsonl_text(rows))
-            bar.update(len(chunk))
-        bar.close()
-        _join(chunk_files, output_path)
-        atomic_write_json(sig_path, signature)
-        shutil.rmtree(parts)
-        return {"items": n_items, "output": str(output_path), "status": "done"}
+        signature = self.signature(Path(input_path), chunk_size)
+        return judge_file_in_chunks(input_path, output_path, self.task, signature, judge_chunk,
+                                    chunk_size, progress)
+
+
+def judge_file_in_chunks(input_path: str | Path, output_path: str | Path, task: Task,
+                         signature: dict, judge_chunk: Callable[[list[dict], Path], list[dict]],
+                         chunk_size: int = 256, progress: bool = True) -> dict:
+    """Judge a file chunk by chunk into ``<output>.parts/``, then join the parts atomically.
+
+    ``judge_chunk(items, journal)`` returns one judged row per item; ``journal`` is a path it
+    may use to keep per-item progress inside the chunk (the served backend does). A rerun with
+    the same ``signature`` skips finished chunks; another signature is refused.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    n_items = check_file(input_path, task)  # all errors surface before any output
+    sig_path = output_path.with_name(output_path.name + ".signature.json")
+    parts = output_path.with_name(output_path.name + ".parts")
+    if output_path.exists() and sig_path.is_file() and not parts.exists():
+        if json.loads(sig_path.read_text()) == signature:
+            return {"items": n_items, "output": str(output_path), "status": "already complete"}
+    if parts.exists():
+        previous = parts / "signature.json"
+        if not previous.is_file() or json.loads(previous.read_text()) != signature:
+            raise RuntimeError(
+                f"{parts}: left by a run with other settings or input; delete it to start over"
+            )
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(parts / "signature.json", signature)
+
+    bar = tqdm(total=n_items, unit="item", desc="judging", disable=not progress)
+    chunk_files = []
+    for k, chunk in enumerate(chunked(read_items(input_path, task), chunk_size)):
+        chunk_file = parts / f"chunk-{k:07d}.jsonl"
+        chunk_files.append(chunk_file)
+        if not chunk_file.is_file():
+            judged = judge_chunk(chunk, parts / f"chunk-{k:07d}.journal.jsonl")
+            rows = [output_row(item, row) for item, row in zip(chunk, judged)]
+            atomic_write_text(chunk_file, jsonl_text(rows))
+        bar.update(len(chunk))
+    bar.close()
+    _join(chunk_files, output_path)
+    atomic_write_json(sig_path, signature)
+    shutil.rmtree(parts)
+    return {"items": n_items, "output": str(output_path), "status": "done"}
+
+
+def average_orders(task: Task, both: Judgment, n: int) -> Judgment:
+    """Combine the judgments of n items (rows :n) and of their swapped copies (rows n:)."""
+    first, second = both.probs[:n], both.probs[n:][:, task.swap_permutation()]
+    return Judgment(task.label_names, (first + second) / 2,
+                    (both.label_mass[:n] + both.label_mass[n:]) / 2, task.values,
+                    order_flip_jsd=js_divergence(first, second), estimator=both.estimator)
 
 
 def chunked(items: Iterable[dict], size: int) -> Iterator[list[dict]]:

@@ -1,0 +1,139 @@
+"""The served backend against a real llama.cpp server (llama-cpp-python[server]) on 127.0.0.1.
+
+The server runs the embedded default GGUF (quantized weights); the local backend runs the same
+weights dequantized to fp32. ``.ci/run`` installs the ``server`` extra; without it these skip.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import read_chaosnli, write_jsonl
+
+from distjudge.metrics import kl_divergence
+from distjudge.served import ServedJudge, ServerError
+
+pytest.importorskip("llama_cpp.server", reason="pip install -e '.[server]' (llama-cpp-python)")
+httpx = pytest.importorskip("httpx")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, log) -> subprocess.Popen:
+    from distjudge.models import default_gguf
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()),
+         "--model_alias", "judge", "--host", "127.0.0.1", "--port", str(port),
+         "--n_ctx", "2048", "--n_threads", "1", "--verbose", "false"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("llama.cpp server did not come up in 120 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    with open(tmp_path_factory.mktemp("llama") / "server.log", "w") as log:
+        proc = start_server(port, log)
+        yield f"http://127.0.0.1:{port}/v1"
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_server_readout_agrees_with_the_local_backend(server, judge):
+    items = read_chaosnli(12, start=300)
+    served = ServedJudge(server, "judge", "nli", concurrency=2).predict(items)
+    local = judge.predict(items)
+    assert served.estimator == "top_k" and served.scored.all()
+    kl = kl_divergence(local.probs, served.probs)
+    # quantized (server) vs dequantized fp32 (local) weights: close, not identical
+    assert kl.mean() < 0.05, kl
+    np.testing.assert_allclose(served.label_mass, local.label_mass, rtol=0.5)
+    for row in served.rows():
+        assert row["estimator"] == "top_k" and row["top_k"] == 20
+        assert 0 <= row["missing_mass_bound"] <= 1
+
+
+@pytest.mark.slow
+def test_wrong_model_name_is_a_clear_error(server, tmp_path, cli):
+    with pytest.raises(ServerError, match="model 'gpt-4o' is not served here"):
+        ServedJudge(server, "gpt-4o", "nli")
+    source = write_jsonl(tmp_path / "in.jsonl", read_chaosnli(2))
+    out = tmp_path / "out.jsonl"
+    result = cli.run("judge", "--backend", "openai", "--base-url", server, "--model", "gpt-4o",
+                     "--input", source, "--output", out)
+    assert result.returncode == 2
+    assert "is not served here" in cli.error_lines(result.stderr)[0]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_server_stopped_mid_run_then_resumed(tmp_path, cli):
+    items = read_chaosnli(24, start=400)
+    source = write_jsonl(tmp_path / "in.jsonl", items)
+    out = tmp_path / "out.jsonl"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log = open(tmp_path / "server.log", "w")
+    proc = start_server(port, log)
+    args = ["judge", "--backend", "openai", "--base-url", url, "--model", "judge",
+            "--input", source, "--output", out, "--chunk_size", "8", "--concurrency", "1",
+            "--max_retries", "1"]
+    run = subprocess.Popen(cli.command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=cli.env())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:  # stop the server mid-run
+        journals = list(tmp_path.glob("out.jsonl.parts/*.journal.jsonl"))
+        chunks = list(tmp_path.glob("out.jsonl.parts/chunk-*[0-9].jsonl"))
+        if chunks and journals and journals[0].read_text().count("\n") >= 3:
+            stop(proc)
+            break
+        time.sleep(0.02)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2, stderr
+    assert "server unreachable" in cli.error_lines(stderr)[0]
+    assert not out.exists()
+    done = sum(1 for _ in tmp_path.glob("out.jsonl.parts/chunk-*[0-9].jsonl")) * 8 + sum(
+        f.read_text().count("\n") for f in tmp_path.glob("out.jsonl.parts/*.journal.jsonl"))
+    assert 8 < done < 24
+
+    proc = start_server(port, log)
+    try:
+        result = cli.run(*args)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["requests_sent"] == 24 - done  # nothing already judged is asked again
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["id"] for r in rows] == [i["id"] for i in items]
+        again = ServedJudge(url, "judge", "nli").predict(items)
+        got = np.array([[r["distribution"][k] for k in again.labels] for r in rows])
+        np.testing.assert_allclose(got, again.probs, atol=1e-6)
+    finally:
+        stop(proc)
+        log.close()

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Judge": "distjudge.judge",
     "Judgment": "distjudge.judge",
+    "ServedJudge": "distjudge.served",
     "Task": "distjudge.task",
     "load_task": "distjudge.task",
     "evaluate": "distjudge.evaluation",

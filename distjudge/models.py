@@ -150,3 +150,25 @@ def load_model(model: str | Path | None = None, adapter: str | Path | None = Non
         net = PeftModel.from_pretrained(net, str(adapter), is_trainable=False)
     net.eval()
     return net, tokenizer, folder
+
+
+def save_tiny_model(folder: str | Path, hidden_size: int = 32, layers: int = 2,
+                    seed: int = 0) -> Path:
+    """A small random Llama with the default model's tokenizer, saved to ``folder``.
+
+    For tests of the training mechanics and benchmarks of the pipeline around the model
+    (reading, tokenizing, writing, memory): its judgments mean nothing.
+    """
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                         intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,361 @@
+"""Performance in one run: one-pass readout against the alternatives, the machine's matmul bound,
+training steps, scale and precision. Run it alone on the machine (timings share the cores).
+
+    python benchmarks/perf.py            # ~20 min on the 2-core CPU machine
+
+1. Readout, on real items of ChaosNLI-SNLI (nli, 3 labels), DICES (safety, 3) and DialSummEval
+   coherence (rating, 5), default model, fp32: our one-pass readout; per-option continuation
+   scoring (one scored continuation per label, each its own sequence, as lm-evaluation-harness
+   scores multiple choice); sampling 20 answers per item and counting labels (as G-Eval does),
+   with HF ``generate``. The raw model rarely answers with a label, so sampling is restricted to
+   the label tokens at the first answer step and stops there (max_new_tokens=1): the cheapest
+   possible sampler, whose labels are drawn from exactly our distribution, so the KL between its
+   20-sample estimate (add-1/2 smoothed) and ours is pure sampling noise.
+2. Matmul bound: this CPU's fp32 and bf16 matmul FLOP/s, measured here; bound = peak FLOP/s /
+   (2 * params * tokens per item), and a stricter one counting only the FLOPs done (embedding
+   lookups are not matmuls; the LM head runs at one position); a profile of one batch.
+3. Training step of each objective (benchmarks/train_step.py), bf16 full fine-tuning, batch 8.
+4. Scale: ``distjudge judge`` as a subprocess on 10^2..10^5 replicated real items: wall time and
+   peak RSS. The default model runs 10^2 and 10^3 (10^5 items would take ~4 h on 2 cores); a
+   2-layer random model with the same tokenizer runs all sizes, measuring the pipeline.
+5. Precision: our readout in fp32 and bf16 autocast, and the KL between them.
+
+Writes benchmarks/results/perf.json and perf.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
+from distjudge.judge import Judge
+from distjudge.metrics import kl_divergence
+from distjudge.models import load_model, save_tiny_model
+from distjudge.readout import encode_prompts, pad_left, truncate_prompt
+from distjudge.sources import get_source, load_source
+from distjudge.task import load_task
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_step import measure_steps  # noqa: E402
+
+DATASETS = ("chaosnli-snli", "dices", "dialsummeval-coherence")
+MAX_LENGTH = 512
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+# -- 1. readout and its alternatives ------------------------------------------------------------
+
+@torch.inference_mode()
+def per_option_probs(judge: Judge, prompts: list[list[int]], batch_size: int) -> np.ndarray:
+    """Softmax over labels of log P(label name | prompt), one sequence per (item, label)."""
+    conts = [judge.tokenizer.encode(label.name, add_special_tokens=False)
+             for label in judge.task.labels]
+    seqs = [(i, k) for i in range(len(prompts)) for k in range(len(conts))]
+    seqs.sort(key=lambda ik: len(prompts[ik[0]]) + len(conts[ik[1]]))
+    scores = np.zeros((len(prompts), len(conts)))
+    for start in range(0, len(seqs), batch_size):
+        rows = seqs[start:start + batch_size]
+        batch = pad_left([prompts[i] + conts[k] for i, k in rows], judge.pad_id)
+        keep = max(len(conts[k]) for _, k in rows) + 1
+        log_p = judge.model(**batch, logits_to_keep=keep, use_cache=False).logits.float()
+        log_p = log_p.log_softmax(-1)
+        for r, (i, k) in enumerate(rows):
+            cont = torch.tensor(conts[k])
+            steps = log_p[r, keep - 1 - len(cont):keep - 1]  # positions predicting cont
+            scores[i, k] = steps.gather(-1, cont[:, None]).sum().item()
+    scores -= scores.max(axis=1, keepdims=True)
+    return np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+
+
+class OnlyTokens(LogitsProcessor):
+    def __init__(self, allowed: list[int]):
+        self.allowed = torch.tensor(allowed)
+
+    def __call__(self, input_ids, scores):
+        masked = torch.full_like(scores, -float("inf"))
+        masked[:, self.allowed] = scores[:, self.allowed]
+        return masked
+
+
+@torch.inference_mode()
+def sampled_counts(judge: Judge, prompts: list[list[int]], n: int, seed: int) -> np.ndarray:
+    """Labels of ``n`` sampled answers per item (first answer token restricted to labels)."""
+    owner = {t: c for c, ids in enumerate(judge.token_ids) for t in ids}
+    config = GenerationConfig(do_sample=True, max_new_tokens=1, num_return_sequences=n,
+                              temperature=1.0, top_k=0, top_p=1.0, pad_token_id=judge.pad_id)
+    processors = LogitsProcessorList([OnlyTokens(sorted(owner))])
+    torch.manual_seed(seed)
+    counts = np.zeros((len(prompts), len(judge.token_ids)))
+    for i, prompt in enumerate(prompts):  # one item at a time: n sequences per generate call
+        batch = pad_left([prompt], judge.pad_id)
+        out = judge.model.generate(input_ids=batch["input_ids"],
+                                   attention_mask=batch["attention_mask"],
+                                   generation_config=config, logits_processor=processors)
+        for token in out[:, -1].tolist():
+            counts[i, owner[token]] += 1
+    return counts
+
+
+def readout_section(model, tokenizer, dataset: str, n_items: int, n_sampled: int,
+                    batch_size: int) -> dict:
+    task = load_task(get_source(dataset).task)
+    items = load_source(dataset)[:n_items]
+    judge = Judge(model, tokenizer, task, batch_size=batch_size, max_length=MAX_LENGTH)
+    prompts = [truncate_prompt(ids, MAX_LENGTH)
+               for ids in encode_prompts(task, tokenizer, items)]
+    tokens = float(np.mean([len(p) for p in prompts]))
+    out: dict = {"task": task.name, "labels": len(task.labels), "items": len(items),
+                 "mean_prompt_tokens": tokens}
+    judge.predict(items[:batch_size])  # warm-up
+    for dtype in ("float32", "bfloat16"):
+        judge.dtype = dtype
+        result, seconds = timed(lambda: judge.predict(items))  # noqa: B023
+        out[f"readout_{dtype}"] = {"items_per_s": len(items) / seconds, "probs": result.probs}
+    judge.dtype = "float32"
+    exact = out["readout_float32"]["probs"]
+    out["kl_fp32_bf16"] = float(kl_divergence(exact, out["readout_bfloat16"]["probs"]).mean())
+
+    per_option, seconds = timed(lambda: per_option_probs(judge, prompts, batch_size))
+    out["per_option"] = {"items_per_s": len(items) / seconds,
+                         "kl_exact_vs_per_option": float(kl_divergence(exact, per_option).mean())}
+    k = min(n_sampled, len(items))
+    counts, seconds = timed(lambda: sampled_counts(judge, prompts[:k], 20, seed=0))
+    smoothed = (counts + 0.5) / (counts.sum(1, keepdims=True) + 0.5 * counts.shape[1])
+    out["sampling"] = {"items": k, "samples_per_item": 20, "items_per_s": k / seconds,
+                       "kl_exact_vs_sampled": float(kl_divergence(exact[:k], smoothed).mean()),
+                       "kl_sampled_vs_exact": float(
+                           kl_divergence(counts / counts.sum(1, keepdims=True), exact[:k]).mean())}
+    fp32 = out["readout_float32"]["items_per_s"]
+    out["readout_vs_per_option"] = fp32 / out["per_option"]["items_per_s"]
+    out["readout_vs_sampling"] = fp32 / out["sampling"]["items_per_s"]
+    for key in ("readout_float32", "readout_bfloat16"):
+        del out[key]["probs"]
+    print(f"[readout] {dataset}: ours {fp32:.2f} items/s (bf16 "
+          f"{out['readout_bfloat16']['items_per_s']:.2f}), per-option "
+          f"{out['per_option']['items_per_s']:.2f} ({out['readout_vs_per_option']:.1f}x), "
+          f"sampling-20 {out['sampling']['items_per_s']:.3f} ({out['readout_vs_sampling']:.1f}x), "
+          f"KL(exact||20 samples) {out['sampling']['kl_exact_vs_sampled']:.3f}", flush=True)
+    return out
+
+
+# -- 2. the machine's limit ---------------------------------------------------------------------
+
+def matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def flops_per_item(model, tokens: float) -> dict:
+    config = model.config
+    params = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight.numel()
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    strict = (2 * (params - embedding) * tokens  # every linear layer, every token
+              + 2 * embedding  # the LM head (tied to the embedding), at the answer position only
+              + 2 * layers * tokens**2 * hidden)  # attention scores and mixing, causal half
+    return {"params": params, "embedding_params": embedding, "issue": 2 * params * tokens,
+            "strict": strict}
+
+
+def profile_batch(judge: Judge, items: list[dict]) -> tuple[str, dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    judge.predict(items)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        judge.predict(items)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events
+                 if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
+                              "aten::linear", "aten::_scaled_dot_product_flash_attention_for_cpu"))
+    table = events.table(sort_by="self_cpu_time_total", row_limit=12)
+    return table, {"matmul_share_of_self_cpu": matmul / total}
+
+
+# -- 4. scale -----------------------------------------------------------------------------------
+
+RUN_MEASURED = ("import json, resource, subprocess, sys, time\n"
+                "t = time.perf_counter()\n"
+                "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+                "stderr=subprocess.DEVNULL)\n"
+                "print(json.dumps({'rc': r.returncode, 'seconds': time.perf_counter() - t, "
+                "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+
+
+def judge_subprocess(input_path: Path, output: Path, model: str | None, dtype: str) -> dict:
+    command = [sys.executable, "-m", "distjudge", "judge", "--input", str(input_path),
+               "--output", str(output), "--dtype", dtype]
+    if model:
+        command += ["--model", model]
+    result = subprocess.run([sys.executable, "-c", RUN_MEASURED, *command],
+                            capture_output=True, text=True, check=True)
+    measured = json.loads(result.stdout)
+    if measured["rc"] != 0:
+        raise RuntimeError(f"distjudge judge failed on {input_path} (exit {measured['rc']})")
+    return measured
+
+
+def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int]) -> list[dict]:
+    base = load_source("chaosnli-snli")[:100]
+    tiny = save_tiny_model(work / "tiny", hidden_size=64)
+    rows = []
+    for model, sizes, dtype in ((None, default_sizes, "bfloat16"), (str(tiny), tiny_sizes,
+                                                                     "float32")):
+        for n in sizes:
+            items = [{**base[i % len(base)], "id": f"{base[i % len(base)]['id']}#{i}"}
+                     for i in range(n)]
+            source = work / f"items-{n}.jsonl"
+            atomic_write_text(source, jsonl_text(items))
+            output = work / f"judged-{n}-{'tiny' if model else 'default'}.jsonl"
+            measured = judge_subprocess(source, output, model, dtype)
+            assert sum(1 for _ in output.open()) == n
+            row = {"model": "tiny-2-layer" if model else "smollm2-135m", "dtype": dtype,
+                   "items": n, "seconds": measured["seconds"],
+                   "items_per_s": n / measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"]}
+            rows.append(row)
+            print(f"[scale] {row['model']} {n:>6} items: {row['seconds']:.1f} s, "
+                  f"{row['items_per_s']:.1f} items/s, peak RSS {row['peak_rss_mb']:.0f} MB",
+                  flush=True)
+            output.unlink()
+            source.unlink()
+    return rows
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def markdown(out: dict, command: str) -> str:
+    lines = [f"# Performance (2-core CPU, {out['threads']} torch threads)", "",
+             f"Regenerate: `{command}` (run alone). Total wall time: "
+             f"{out['total_seconds'] / 60:.1f} min.", "",
+             "## Readout: one pass against the alternatives (default model, fp32)", "",
+             "| dataset | labels | tokens/item | ours items/s | per-option items/s | ratio | "
+             "sampling-20 items/s | ratio | KL(exact‖20 samples) | KL(exact‖per-option) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, d in out["datasets"].items():
+        lines.append(
+            f"| {name} | {d['labels']} | {d['mean_prompt_tokens']:.0f} | "
+            f"{d['readout_float32']['items_per_s']:.2f} | {d['per_option']['items_per_s']:.2f} | "
+            f"{d['readout_vs_per_option']:.1f}x | {d['sampling']['items_per_s']:.3f} | "
+            f"{d['readout_vs_sampling']:.1f}x | {d['sampling']['kl_exact_vs_sampled']:.3f} | "
+            f"{d['per_option']['kl_exact_vs_per_option']:.3f} |")
+    b = out["bound"]
+    lines += ["", "## Against the machine's matmul bound", "",
+              f"Measured peak: fp32 {b['peak_gflops']['float32']:.1f} GFLOP/s, bf16 "
+              f"{b['peak_gflops']['bfloat16']:.1f} GFLOP/s (2048² matmul). Model: "
+              f"{b['params'] / 1e6:.1f} M parameters ({b['embedding_params'] / 1e6:.1f} M of them "
+              f"the tied embedding / LM head), {b['tokens_per_item']:.0f} tokens per item "
+              "(ChaosNLI-SNLI).", "",
+              "| precision | ours items/s | bound (2·params·tokens) | fraction | "
+              "strict bound (FLOPs done) | fraction |", "|---|---|---|---|---|---|"]
+    for dtype, f in b["fractions"].items():
+        lines.append(f"| {dtype} | {f['items_per_s']:.2f} | {f['bound_items_per_s']:.2f} | "
+                     f"{100 * f['fraction']:.0f}% | {f['strict_bound_items_per_s']:.2f} | "
+                     f"{100 * f['strict_fraction']:.0f}% |")
+    lines += ["", f"Profile of one fp32 batch of 16 items (matmul share of self CPU time: "
+              f"{100 * b['profile']['matmul_share_of_self_cpu']:.0f}%):", "", "```",
+              b["profile_table"].rstrip(), "```",
+              "", "## Training step (bf16, full fine-tuning, batch 8, ChaosNLI-SNLI)", "",
+              "| objective | s/step | adversary ms | overhead vs single point |",
+              "|---|---|---|---|"]
+    steps = out["train_step"]["variants"]
+    base = steps["single_point"]["step_seconds"]
+    for name, v in steps.items():
+        lines.append(f"| {name} | {v['step_seconds']:.2f} | {1000 * v['adversary_seconds']:.1f} | "
+                     f"{100 * (v['step_seconds'] / base - 1):+.1f}% |")
+    lines += ["", f"Adversary time in % of a single-point step: ours "
+              f"{out['adversarial_overhead_pct']:.3f}%, per-item CVXPY "
+              f"{out['cvxpy_overhead_pct']:.1f}% (the paper reported +21% training time).", "",
+              "## Scale: `distjudge judge` on replicated ChaosNLI-SNLI items", "",
+              "| model | dtype | items | seconds | items/s | peak RSS MB |",
+              "|---|---|---|---|---|---|"]
+    for r in out["scale"]:
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['items']:,} | {r['seconds']:.1f} | "
+                     f"{r['items_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=64, help="Items per dataset (readout).")
+    parser.add_argument("--sampled", type=int, default=16, help="Items sampled 20 times.")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=4, help="Timed training steps.")
+    parser.add_argument("--default_sizes", default="100,1000")
+    parser.add_argument("--tiny_sizes", default="100,1000,10000,100000")
+    parser.add_argument("--output", default="benchmarks/results/perf.json")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    model, tokenizer, _ = load_model(None)
+    out: dict = {"threads": torch.get_num_threads(), "settings": vars(args), "datasets": {}}
+    for dataset in DATASETS:
+        out["datasets"][dataset] = readout_section(model, tokenizer, dataset, args.items,
+                                                   args.sampled, args.batch_size)
+
+    nli = out["datasets"]["chaosnli-snli"]
+    flops = flops_per_item(model, nli["mean_prompt_tokens"])
+    peak = {"float32": matmul_flops(torch.float32), "bfloat16": matmul_flops(torch.bfloat16)}
+    fractions = {}
+    for dtype in peak:
+        ours = nli[f"readout_{dtype}"]["items_per_s"]
+        bound, strict = peak[dtype] / flops["issue"], peak[dtype] / flops["strict"]
+        fractions[dtype] = {"items_per_s": ours, "bound_items_per_s": bound,
+                            "fraction": ours / bound, "strict_bound_items_per_s": strict,
+                            "strict_fraction": ours / strict}
+    judge = Judge(model, tokenizer, load_task("nli"), batch_size=args.batch_size)
+    table, profile = profile_batch(judge, load_source("chaosnli-snli")[:args.batch_size])
+    out["bound"] = {"peak_gflops": {k: v / 1e9 for k, v in peak.items()},
+                    "tokens_per_item": nli["mean_prompt_tokens"], **flops,
+                    "fractions": fractions, "profile": profile, "profile_table": table}
+    print(f"[bound] peak fp32 {peak['float32'] / 1e9:.1f} GFLOP/s, bf16 "
+          f"{peak['bfloat16'] / 1e9:.1f}; fraction fp32 {fractions['float32']['fraction']:.2f}, "
+          f"bf16 {fractions['bfloat16']['fraction']:.2f}", flush=True)
+    del judge, model
+    out["train_step"] = measure_steps(args.steps, 8, bf16=True)
+    steps = out["train_step"]["variants"]
+    base = steps["single_point"]["step_seconds"]
+    with tempfile.TemporaryDirectory() as work:
+        out["scale"] = scale_section(Path(work), [int(n) for n in args.default_sizes.split(",")],
+                                     [int(n) for n in args.tiny_sizes.split(",")])
+    out.update(
+        readout_items_per_s=nli["readout_float32"]["items_per_s"],
+        per_option_items_per_s=nli["per_option"]["items_per_s"],
+        sampling_items_per_s=nli["sampling"]["items_per_s"],
+        readout_vs_per_option=nli["readout_vs_per_option"],
+        readout_vs_sampling=nli["readout_vs_sampling"],
+        matmul_bound_fraction=fractions["float32"]["fraction"],
+        adversarial_overhead_pct=100 * steps["kl_ce_adv"]["adversary_seconds"] / base,
+        cvxpy_overhead_pct=100 * steps["kl_ce_adv_cvxpy"]["adversary_seconds"] / base,
+        peak_rss_mb={f"{r['model']}/{r['items']}": r["peak_rss_mb"] for r in out["scale"]},
+        total_seconds=time.perf_counter() - started,
+    )
+    output = Path(args.output)
+    atomic_write_json(output, out)
+    command = "python benchmarks/perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    atomic_write_text(output.with_suffix(".md"), markdown(out, command.strip()))
+    print(f"written {output} and {output.with_suffix('.md')} "
+          f"({out['total_seconds'] / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

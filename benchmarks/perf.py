@@ -7,10 +7,10 @@ training steps, scale and precision. Run it alone on the machine (timings share 
    coherence (rating, 5), default model, fp32: our one-pass readout; per-option continuation
    scoring (one scored continuation per label, each its own sequence, as lm-evaluation-harness
    scores multiple choice); sampling 20 answers per item and counting labels (as G-Eval does),
-   with HF ``generate``. The raw model rarely answers with a label, so sampling is restricted to
-   the label tokens at the first answer step and stops there (max_new_tokens=1): the cheapest
-   possible sampler, whose labels are drawn from exactly our distribution, so the KL between its
-   20-sample estimate (add-1/2 smoothed) and ours is pure sampling noise.
+   with HF ``generate`` (20 sequences per call, KV cache, just enough new tokens to spell the
+   longest label). The raw model rarely answers with a label, so the first answer token is
+   restricted to the label tokens: its labels are drawn from exactly our distribution, and the
+   KL between the 20-sample estimate (add-1/2 smoothed) and ours is pure sampling noise.
 2. Matmul bound: this CPU's fp32 and bf16 matmul FLOP/s, measured here; bound = peak FLOP/s /
    (2 * params * tokens per item), and a stricter one counting only the FLOPs done (embedding
    lookups are not matmuls; the LM head runs at one position); a profile of one batch.
@@ -82,11 +82,16 @@ def per_option_probs(judge: Judge, prompts: list[list[int]], batch_size: int) ->
     return np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
 
 
-class OnlyTokens(LogitsProcessor):
-    def __init__(self, allowed: list[int]):
+class FirstTokenAmong(LogitsProcessor):
+    """Restrict the first generated token to ``allowed`` (the label tokens); later ones free."""
+
+    def __init__(self, allowed: list[int], prompt_length: int):
         self.allowed = torch.tensor(allowed)
+        self.prompt_length = prompt_length
 
     def __call__(self, input_ids, scores):
+        if input_ids.shape[1] != self.prompt_length:
+            return scores
         masked = torch.full_like(scores, -float("inf"))
         masked[:, self.allowed] = scores[:, self.allowed]
         return masked
@@ -96,17 +101,19 @@ class OnlyTokens(LogitsProcessor):
 def sampled_counts(judge: Judge, prompts: list[list[int]], n: int, seed: int) -> np.ndarray:
     """Labels of ``n`` sampled answers per item (first answer token restricted to labels)."""
     owner = {t: c for c, ids in enumerate(judge.token_ids) for t in ids}
-    config = GenerationConfig(do_sample=True, max_new_tokens=1, num_return_sequences=n,
+    longest = max(len(judge.tokenizer.encode(label.name, add_special_tokens=False))
+                  for label in judge.task.labels)  # an answer long enough to spell any label
+    config = GenerationConfig(do_sample=True, max_new_tokens=longest, num_return_sequences=n,
                               temperature=1.0, top_k=0, top_p=1.0, pad_token_id=judge.pad_id)
-    processors = LogitsProcessorList([OnlyTokens(sorted(owner))])
     torch.manual_seed(seed)
     counts = np.zeros((len(prompts), len(judge.token_ids)))
     for i, prompt in enumerate(prompts):  # one item at a time: n sequences per generate call
         batch = pad_left([prompt], judge.pad_id)
         out = judge.model.generate(input_ids=batch["input_ids"],
                                    attention_mask=batch["attention_mask"],
-                                   generation_config=config, logits_processor=processors)
-        for token in out[:, -1].tolist():
+                                   generation_config=config, logits_processor=LogitsProcessorList(
+                                       [FirstTokenAmong(sorted(owner), len(prompt))]))
+        for token in out[:, len(prompt)].tolist():  # the first answer token names the label
             counts[i, owner[token]] += 1
     return counts
 

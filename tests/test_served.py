@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -71,6 +72,7 @@ class FakeServer:
         self.fail_after: int | None = None  # answer 503 once this many completions were served
         self.throttle_first = 0  # answer 429 to the first N completion requests
         self.logprobs = True
+        self.delay = 0.0  # seconds before answering a completion
         self.models = ["judge"]
         self.lock = threading.Lock()
         server = self
@@ -97,6 +99,7 @@ class FakeServer:
                 with server.lock:
                     server.requests += 1
                     n = server.requests
+                time.sleep(server.delay)
                 if n <= server.throttle_first:
                     return self.reply(429, {"error": "slow down"}, [("Retry-After", "0")])
                 if server.fail_after is not None and n > server.fail_after:
@@ -190,3 +193,11 @@ def test_resume_after_failure_sends_no_request_twice(fake, tmp_path):
                                                              progress=False)
     assert summary["requests_sent"] == 4 and fake.requests == 4
     assert out.read_text() == (tmp_path / "ref.jsonl").read_text()
+
+
+def test_timeouts_are_retried_then_reported(fake):
+    fake.delay = 0.5
+    judge = ServedJudge(fake.url, "judge", NLI, timeout=0.1, max_retries=2, backoff=0.01)
+    with pytest.raises(ServerError, match="ReadTimeout.*after 3 attempts"):
+        judge.predict(items(1))
+    assert judge.requests_sent == 3

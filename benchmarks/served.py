@@ -1,0 +1,99 @@
+"""The served backend against the local one, on the same real items, in one run.
+
+    python benchmarks/served.py --items 128      # needs pip install -e ".[server]"
+
+Starts a llama.cpp server (llama-cpp-python) on 127.0.0.1 with the embedded default GGUF
+(quantized Q4_1 weights; 2 threads), judges ChaosNLI-SNLI items through it (top-20 logprobs) and
+with the local backend (the same weights dequantized to fp32, exact readout, 2 threads), and
+prints: items/s of each, the KL between their distributions, and the share of items with a label
+outside the top 20 (raw model). Writes benchmarks/results/served.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from distjudge.io import atomic_write_json
+from distjudge.judge import Judge
+from distjudge.metrics import kl_divergence
+from distjudge.models import default_gguf
+from distjudge.served import ServedJudge
+from distjudge.sources import load_source
+
+
+def start_server(port: int, threads: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()),
+         "--model_alias", "judge", "--host", "127.0.0.1", "--port", str(port),
+         "--n_ctx", "2048", "--n_threads", str(threads), "--n_batch", "512",
+         "--verbose", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(400):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("llama.cpp server did not start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=128)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", default="benchmarks/results/served.json")
+    args = parser.parse_args(argv)
+    items = load_source("chaosnli-snli")[: args.items]
+
+    server = start_server(args.port, args.threads)
+    try:
+        served = ServedJudge(f"http://127.0.0.1:{args.port}/v1", "judge", "nli", concurrency=2)
+        served.predict(items[:4])  # warm-up
+        start = time.perf_counter()
+        remote = served.predict(items)
+        remote_seconds = time.perf_counter() - start
+    finally:
+        server.kill()
+        server.wait()
+
+    local_judge = Judge.from_pretrained(task="nli", batch_size=16)
+    local_judge.predict(items[:16])  # warm-up
+    start = time.perf_counter()
+    local = local_judge.predict(items)
+    local_seconds = time.perf_counter() - start
+
+    scored = remote.scored
+    kl = kl_divergence(local.probs[scored], remote.probs[scored])
+    absent = [bool(d["absent_labels"]) for d in remote.details]
+    out = {
+        "items": len(items), "threads": args.threads,
+        "server_items_per_s": len(items) / remote_seconds,
+        "local_items_per_s": len(items) / local_seconds,
+        "server_vs_local": local_seconds / remote_seconds,
+        "kl_local_vs_server_mean": float(kl.mean()),
+        "kl_local_vs_server_max": float(kl.max()),
+        "unscored_share": float(1 - scored.mean()),
+        "label_outside_top20_share": float(np.mean(absent)),
+        "label_mass_server_mean": float(remote.label_mass.mean()),
+        "label_mass_local_mean": float(local.label_mass.mean()),
+        "missing_mass_bound_mean": float(np.mean([d["missing_mass_bound"]
+                                                  for d in remote.details])),
+        "accuracy_agreement": float(np.mean(local.probs.argmax(1)[scored]
+                                            == remote.probs.argmax(1)[scored])),
+    }
+    atomic_write_json(Path(args.output), out)
+    for key, value in out.items():
+        print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

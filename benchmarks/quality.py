@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{i}/{len(cells)}] {cell['key']} ...", flush=True)
         row = run_cell(cell, work)
-        results["runs"].append(row)
+        results = json.loads(output.read_text()) if output.is_file() else {"runs": []}
+        results["runs"].append(row)  # re-read first: another invocation may have added cells
         atomic_write_json(output, results)
         print(f"    kl={row['kl']:.4f} acc={row['acc']:.3f} n_test={row['n_test']}", flush=True)
     print(f"CPU time of this invocation: {time.process_time() - started:.0f} s", file=sys.stderr)

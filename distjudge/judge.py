@@ -249,17 +249,18 @@ def judge_file_in_chunks(input_path: str | Path, output_path: str | Path, task: 
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_json(parts / "signature.json", signature)
 
-    bar = tqdm(total=n_items, unit="item", desc="judging", disable=not progress)
     chunk_files = []
-    for k, chunk in enumerate(chunked(read_items(input_path, task), chunk_size)):
-        chunk_file = parts / f"chunk-{k:07d}.jsonl"
-        chunk_files.append(chunk_file)
-        if not chunk_file.is_file():
-            judged = judge_chunk(chunk, parts / f"chunk-{k:07d}.journal.jsonl")
-            rows = [output_row(item, row) for item, row in zip(chunk, judged)]
-            atomic_write_text(chunk_file, jsonl_text(rows))
-        bar.update(len(chunk))
-    bar.close()
+    with tqdm(total=n_items, unit="item", desc="judging", disable=not progress) as bar:
+        for k, chunk in enumerate(chunked(read_items(input_path, task), chunk_size)):
+            chunk_file = parts / f"chunk-{k:07d}.jsonl"
+            chunk_files.append(chunk_file)
+            if not chunk_file.is_file():
+                journal = parts / f"chunk-{k:07d}.journal.jsonl"
+                judged = judge_chunk(chunk, journal)
+                rows = [output_row(item, row) for item, row in zip(chunk, judged)]
+                atomic_write_text(chunk_file, jsonl_text(rows))
+                journal.unlink(missing_ok=True)
+            bar.update(len(chunk))
     _join(chunk_files, output_path)
     atomic_write_json(sig_path, signature)
     shutil.rmtree(parts)

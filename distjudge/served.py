@@ -201,7 +201,7 @@ class ServedJudge:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        bar.close()
+                bar.close()
         return results
 
     def predict(self, items: Iterable[dict], journal: Path | None = None,

@@ -142,6 +142,9 @@ def run_judge(argv: list[str]) -> int:
             cpus_per_worker=args.cpus_per_worker, address=args.address)
         print(json.dumps(summary))
         return 0
+    if Path(args.output).suffix.lower() in (".parquet", ".csv"):
+        raise ValueError(f"{args.output}: this engine writes JSONL: name the output *.jsonl "
+                         "(Parquet output: --engine ray)")
     check_file(args.input, task)  # bad input fails here, before the model is loaded
     if args.backend == "openai":
         print(json.dumps(_judge_served(args, task)))

@@ -201,3 +201,11 @@ def test_timeouts_are_retried_then_reported(fake):
     with pytest.raises(ServerError, match="ReadTimeout.*after 3 attempts"):
         judge.predict(items(1))
     assert judge.requests_sent == 3
+
+
+def test_output_format_it_cannot_write_is_refused_before_any_request(fake, tmp_path, capsys):
+    source = write_items(tmp_path / "in.jsonl", items(2))
+    code = cli_main(["judge", "--backend", "openai", "--base-url", fake.url, "--model", "judge",
+                     "--input", str(source), "--output", str(tmp_path / "out.parquet")])
+    assert code == 2 and "writes JSONL" in capsys.readouterr().err
+    assert fake.requests == 0 and not (tmp_path / "out.parquet").exists()

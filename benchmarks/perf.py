@@ -265,6 +265,13 @@ def markdown(out: dict, command: str) -> str:
             f"{d['readout_vs_per_option']:.1f}x | {d['sampling']['items_per_s']:.3f} | "
             f"{d['readout_vs_sampling']:.1f}x | {d['sampling']['kl_exact_vs_sampled']:.3f} | "
             f"{d['per_option']['kl_exact_vs_per_option']:.3f} |")
+    lines += ["", "## Precision: fp32 against bf16 autocast (our readout)", "",
+              "| dataset | fp32 items/s | bf16 items/s | speed-up | mean KL(fp32‖bf16) |",
+              "|---|---|---|---|---|"]
+    for name, d in out["datasets"].items():
+        fp32, bf16 = d["readout_float32"]["items_per_s"], d["readout_bfloat16"]["items_per_s"]
+        lines.append(f"| {name} | {fp32:.2f} | {bf16:.2f} | {bf16 / fp32:.2f}x | "
+                     f"{d['kl_fp32_bf16']:.1e} |")
     b = out["bound"]
     lines += ["", "## Against the machine's matmul bound", "",
               f"Measured peak: fp32 {b['peak_gflops']['float32']:.1f} GFLOP/s, bf16 "
@@ -305,7 +312,31 @@ def markdown(out: dict, command: str) -> str:
     for r in out["scale"]:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['items']:,} | {r['seconds']:.1f} | "
                      f"{r['items_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", "## Targets", ""] + targets(out)
     return "\n".join(lines) + "\n"
+
+
+def targets(out: dict) -> list[str]:
+    """Each target of the performance issue, checked against the figures above."""
+    lines = []
+    for name, d in out["datasets"].items():
+        k = d["labels"]
+        lines.append(f"- {name}: readout {d['readout_vs_per_option']:.2f}x per-option "
+                     f"(target >= {k}x: {'met' if d['readout_vs_per_option'] >= k else 'NOT met'})"
+                     f", {d['readout_vs_sampling']:.1f}x sampling-20 (target >= 20x: "
+                     f"{'met' if d['readout_vs_sampling'] >= 20 else 'NOT met'})")
+    adv = out["adversarial_overhead_pct"]
+    lines.append(f"- adversarial overhead {adv:.3f}% of a step (target <= 3%: "
+                 f"{'met' if adv <= 3 else 'NOT met'})")
+    frac = out["matmul_bound_fraction"]
+    lines.append(f"- inference at {100 * frac:.0f}% of the matmul bound, fp32 (target >= 50%: "
+                 f"{'met' if frac >= 0.5 else 'NOT met'})")
+    tiny = {r["items"]: r["peak_rss_mb"] for r in out["scale"] if r["model"].startswith("tiny")}
+    if 1000 in tiny and 100000 in tiny:
+        growth = tiny[100000] / tiny[1000] - 1
+        lines.append(f"- peak RSS from 10^3 to 10^5 items (pipeline, 2-layer model): "
+                     f"{tiny[1000]:.0f} -> {tiny[100000]:.0f} MB ({100 * growth:+.1f}%)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,7 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default_sizes", default="100,1000")
     parser.add_argument("--tiny_sizes", default="100,1000,10000,100000")
     parser.add_argument("--output", default="benchmarks/results/perf.json")
+    parser.add_argument("--report_only", action="store_true",
+                        help="Rewrite perf.md from an existing perf.json; measure nothing.")
     args = parser.parse_args(argv)
+    output = Path(args.output)
+    if args.report_only:
+        out = json.loads(output.read_text())
+        command = "python benchmarks/perf.py " + " ".join(
+            f"--{k} {v}" for k, v in out["settings"].items()
+            if k not in ("output", "report_only") and v != parser.get_default(k))
+        atomic_write_text(output.with_suffix(".md"), markdown(out, command.strip()))
+        return 0
     started = time.perf_counter()
     model, tokenizer, _ = load_model(None)
     out: dict = {"threads": torch.get_num_threads(), "settings": vars(args), "datasets": {}}
@@ -362,7 +403,6 @@ def main(argv: list[str] | None = None) -> int:
         peak_rss_mb={f"{r['model']}/{r['items']}": r["peak_rss_mb"] for r in out["scale"]},
         total_seconds=time.perf_counter() - started,
     )
-    output = Path(args.output)
     atomic_write_json(output, out)
     command = "python benchmarks/perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_text(output.with_suffix(".md"), markdown(out, command.strip()))

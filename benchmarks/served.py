@@ -15,36 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from distjudge.io import atomic_write_json
 from distjudge.judge import Judge
 from distjudge.metrics import kl_divergence
 from distjudge.models import default_gguf
-from distjudge.served import ServedJudge
+from distjudge.served import ServedJudge, start_llama_server
 from distjudge.sources import get_source, load_source
-
-
-def start_server(port: int, threads: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()),
-         "--model_alias", "judge", "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "2048", "--n_threads", str(threads), "--n_batch", "512",
-         "--verbose", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(400):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("llama.cpp server did not start")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     items = load_source(args.source)[: args.items]
     task = get_source(args.source).task
 
-    server = start_server(args.port, args.threads)
+    server = start_llama_server(default_gguf(), args.port, threads=args.threads)
     try:
         served = ServedJudge(f"http://127.0.0.1:{args.port}/v1", "judge", task, concurrency=2)
         served.predict(items[:4])  # warm-up

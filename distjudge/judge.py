@@ -199,19 +199,10 @@ class Judge:
 
     def signature(self, input_path: Path, chunk_size: int) -> dict:
         """Everything that determines the output: model, adapter, task, tokens, input, settings."""
-        return {
-            "model": self.model_info,
-            "task": {"name": self.task.name, "fingerprint": self.task.fingerprint(),
-                     "labels": self.task.label_names},
-            "label_token_ids": self.token_ids,
-            "dtype": self.dtype,
-            "both_orders": self.both_orders,
-            "batch_size": self.batch_size,
-            "max_length": self.max_length,
-            "chunk_size": chunk_size,
-            "input": {"path": str(input_path), "sha256": file_sha256(input_path)},
-            "versions": package_versions(),
-        }
+        return file_signature(self.task, input_path, chunk_size, model=self.model_info,
+                              label_token_ids=self.token_ids, dtype=self.dtype,
+                              both_orders=self.both_orders, batch_size=self.batch_size,
+                              max_length=self.max_length)
 
     def judge_file(self, input_path: str | Path, output_path: str | Path,
                    chunk_size: int = 256, progress: bool = True) -> dict:
@@ -222,6 +213,17 @@ class Judge:
         signature = self.signature(Path(input_path), chunk_size)
         return judge_file_in_chunks(input_path, output_path, self.task, signature, judge_chunk,
                                     chunk_size, progress)
+
+
+def task_signature(task: Task) -> dict:
+    return {"name": task.name, "fingerprint": task.fingerprint(), "labels": task.label_names}
+
+
+def file_signature(task: Task, input_path: Path, chunk_size: int, **settings) -> dict:
+    """A judged file's signature: task, input hash, chunking, versions, and the judge's settings."""
+    return {"task": task_signature(task), "chunk_size": chunk_size,
+            "input": {"path": str(input_path), "sha256": file_sha256(input_path)},
+            "versions": package_versions(), **settings}
 
 
 def judge_file_in_chunks(input_path: str | Path, output_path: str | Path, task: Task,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from distjudge.data import DataError, check_file, read_items
 from distjudge.io import atomic_write_json
-from distjudge.judge import chunked, output_row, package_versions
+from distjudge.judge import chunked, output_row, package_versions, task_signature
 from distjudge.models import ModelError, file_sha256
 from distjudge.task import Task, TaskError, task_from_dict
 
@@ -239,7 +239,7 @@ def judge_with_ray(input_path: str | Path, output_path: str | Path, task: Task,
     signature = {
         "engine": "ray",
         "model": judge.get("model"),
-        "task": {"name": task.name, "fingerprint": task.fingerprint(), "labels": task.label_names},
+        "task": task_signature(task),
         "label_token_ids": judge.get("label_token_ids"),
         "dtype": dtype,
         "both_orders": both_orders,

@@ -28,14 +28,18 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
+import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from distjudge.judge import Judgment, average_orders, judge_file_in_chunks, package_versions
-from distjudge.models import file_sha256
+from distjudge.judge import Judgment, average_orders, file_signature, judge_file_in_chunks
 from distjudge.task import Task, load_task
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -112,8 +116,6 @@ class ServedJudge:
 
     def check_model(self) -> None:
         """Fail early and clearly if the server is down or does not serve ``model``."""
-        import httpx
-
         url = f"{self.base_url}/models"
         try:
             response = httpx.get(url, headers=self._headers(), timeout=self.timeout)
@@ -130,8 +132,6 @@ class ServedJudge:
 
     async def _request(self, client, messages: list[dict]) -> list[dict]:
         """Top-k logprobs of the first answer token for one prompt, with retries."""
-        import httpx
-
         url = f"{self.base_url}/chat/completions"
         body = {"model": self.model, "messages": messages, "max_tokens": 1,
                 "logprobs": True, "top_logprobs": self.top_logprobs, "temperature": 1.0}
@@ -177,8 +177,6 @@ class ServedJudge:
 
     async def _judge_all(self, prompts: list[list[dict]], done: dict[int, list[dict]],
                          on_done, progress: bool) -> dict[int, list[dict]]:
-        import httpx
-
         limits = httpx.Limits(max_connections=self.concurrency)
         semaphore = asyncio.Semaphore(self.concurrency)
         results = dict(done)
@@ -239,15 +237,9 @@ class ServedJudge:
         return both
 
     def signature(self, input_path: Path, chunk_size: int) -> dict:
-        return {
-            "backend": "openai", "base_url": self.base_url, "model": self.model,
-            "task": {"name": self.task.name, "fingerprint": self.task.fingerprint(),
-                     "labels": self.task.label_names},
-            "top_logprobs": self.top_logprobs, "both_orders": self.both_orders,
-            "chunk_size": chunk_size,
-            "input": {"path": str(input_path), "sha256": file_sha256(input_path)},
-            "versions": package_versions(),
-        }
+        return file_signature(self.task, input_path, chunk_size, backend="openai",
+                              base_url=self.base_url, model=self.model,
+                              top_logprobs=self.top_logprobs, both_orders=self.both_orders)
 
     def judge_file(self, input_path: str | Path, output_path: str | Path,
                    chunk_size: int = 256, progress: bool = True) -> dict:
@@ -286,3 +278,28 @@ def _read_journal(path: Path, n: int) -> dict[int, list[dict]]:
         if 0 <= entry["i"] < n:
             done[entry["i"]] = entry["top_logprobs"]
     return done
+
+
+def start_llama_server(gguf: str | Path, port: int, threads: int = 1, log: IO | None = None,
+                       alias: str = "judge", timeout: float = 120.0) -> subprocess.Popen:
+    """Serve ``gguf`` with llama-cpp-python on 127.0.0.1:``port`` and wait until it answers.
+
+    For tests and benchmarks (``pip install -e ".[server]"``); the caller stops the process.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+         "--n_threads", str(threads), "--verbose", "false"],
+        stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"llama.cpp server did not come up in {timeout:.0f} s")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,11 +17,10 @@ from conftest import DATASETS, read_chaosnli, write_jsonl
 
 from distjudge.judge import Judge
 from distjudge.metrics import kl_divergence
-from distjudge.served import ServedJudge, ServerError
+from distjudge.served import ServedJudge, ServerError, start_llama_server
 from distjudge.task import load_task
 
 pytest.importorskip("llama_cpp.server", reason="pip install -e '.[server]' (llama-cpp-python)")
-httpx = pytest.importorskip("httpx")
 
 
 def free_port() -> int:
@@ -34,23 +32,7 @@ def free_port() -> int:
 def start_server(port: int, log) -> subprocess.Popen:
     from distjudge.models import default_gguf
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()),
-         "--model_alias", "judge", "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "2048", "--n_threads", "1", "--verbose", "false"],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("llama.cpp server did not come up in 120 s")
+    return start_llama_server(default_gguf(), port, threads=1, log=log)
 
 
 def stop(proc: subprocess.Popen) -> None:

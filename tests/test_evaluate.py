@@ -198,3 +198,22 @@ def test_plot_is_a_png(tmp_path):
     report = evaluate_file(judged, "nli", n_boot=10, plot=png)
     assert report["n"] == 5
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_temperature_matches_scipy_and_undoes_a_known_scaling():
+    from scipy.optimize import minimize_scalar
+
+    from distjudge.evaluation import apply_temperature, fit_temperature
+    from distjudge.metrics import kl_divergence
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=200)
+    q = apply_temperature(p, 0.25)  # a judge 4x too sharp
+    assert abs(fit_temperature(p, q) - 4.0) < 1e-3
+    noisy = rng.dirichlet(np.ones(3) * 0.3, size=200)
+    found = fit_temperature(p, noisy)
+    ref = minimize_scalar(lambda t: kl_divergence(p, apply_temperature(noisy, t)).mean(),
+                          bounds=(0.01, 100), method="bounded", options={"xatol": 1e-8})
+    loss = kl_divergence(p, apply_temperature(noisy, found)).mean()
+    assert loss <= ref.fun + 1e-7
+    np.testing.assert_allclose(apply_temperature(q, 1.0), q, atol=1e-12)

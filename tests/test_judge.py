@@ -4,6 +4,7 @@ the three input formats, and pairwise judging in both orders."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 
 from distjudge.cli import main as cli_main
-from distjudge.judge import Judge, Judgment
+from distjudge.judge import Judge, Judgment, length_batches
 from distjudge.models import default_gguf, file_sha256
 from distjudge.task import load_task
 
@@ -236,3 +240,32 @@ def test_both_orders_is_the_mean_with_labels_flipped_back(judge):
     assert "order_flip_jsd" not in next(direct.rows())
     with pytest.raises(ValueError, match="swap"):
         Judge(judge.model, judge.tokenizer, load_task("nli"), both_orders=True)
+
+
+def _padded_cost(lengths, batches, overhead):
+    return sum(len(b) * max(lengths[i] for i in b) + overhead for b in batches)
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=9), st.integers(1, 4),
+       st.sampled_from([0, 8, 64]))
+def test_length_batches_cover_every_item_once_at_least_padding(lengths, max_batch, overhead):
+    batches = length_batches(lengths, max_batch, overhead)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= max_batch for b in batches)
+    # optimal among all cuts of the length-sorted order into runs of <= max_batch
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = min(
+        _padded_cost(lengths, [order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))],
+                     overhead)
+        for r in range(len(order))
+        for cuts in itertools.combinations(range(1, len(order)), r)
+        if all(b - a <= max_batch for a, b in zip((0, *cuts), (*cuts, len(order))))
+    )
+    assert _padded_cost(lengths, batches, overhead) == best
+
+
+def test_length_batches_fill_batches_of_equal_lengths_and_isolate_a_long_tail():
+    assert sorted(len(b) for b in length_batches([100] * 40, 16)) == [8, 16, 16]
+    batches = length_batches([100] * 15 + [500], 16)
+    assert [len(b) for b in batches] == [15, 1] and batches[1] == [15]

@@ -138,6 +138,12 @@ def targets(results: dict) -> list[str]:
         lines.append(f"- chaosnli-snli: best of ours {kl:.3f} ({name}); 20% below the prior "
                      f"({prior:.3f}) is {0.8 * prior:.3f}: {below_prior}; below the paper's "
                      f"0.41: {'met' if kl < 0.41 else 'NOT met'}.")
+    for row in results["runs"]:
+        if row.get("temperature") is not None and is_plain(row):
+            flat = (" = the search bound: the raw readout carries no usable signal, so the fit "
+                    "flattens it to uniform") if row["temperature"] > 99 else ""
+            lines.append(f"- {row['dataset']} (seed {row['seed']}): raw_temperature fitted "
+                         f"T = {row['temperature']:.3g}{flat}.")
     for dataset, paper in PAPER_REDUCTION.items():
         single = means.get((dataset, "single_point"))
         ours_kl = [means[(dataset, m)] for m in OURS if (dataset, m) in means]

@@ -67,6 +67,8 @@ SNLI_SAMPLE = 10_000  # the paper's SNLI setting: a sample of dev+test items
 TEMPERATURE_FIT_ITEMS = 1000
 JUDGE_DTYPE = "bfloat16"  # mean KL(fp32 ‖ bf16) 3e-4 to 5e-4 on three datasets (perf.md)
 RESULTS = Path("benchmarks/results")
+VARIANT_FIELDS = ("dataset", "method", "backbone", "seed", "split", "limit", "settings",
+                  "train_source", "pretrain", "annotators")
 
 
 def dataset_items(name: str) -> list[dict]:
@@ -192,8 +194,7 @@ def perturbed_rows(row: dict, p: np.ndarray, q: np.ndarray, draws: int = 5) -> l
             step *= delta / np.linalg.norm(step, axis=1, keepdims=True)
             moved = project_simplex_ball(torch.tensor(p + step), torch.tensor(p), delta).numpy()
             kls.append(kl_divergence(moved, q).mean())
-        out.append({"study": "perturbed_test", "dataset": row["dataset"],
-                    "method": row["method"], "backbone": row["backbone"], "seed": row["seed"],
+        out.append({"study": "perturbed_test", **{k: row.get(k) for k in VARIANT_FIELDS},
                     "delta": delta, "kl": float(np.mean(kls)), "source_key": row["key"]})
     return out
 

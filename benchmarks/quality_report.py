@@ -42,12 +42,13 @@ def load_results(path: Path) -> dict:
 def variant(row: dict) -> str:
     """The method name plus whatever makes the cell a variant (transfer, limit, settings)."""
     parts = [row["method"]]
+    items = f" ({row['limit']} items)" if row.get("limit") else ""
     if row.get("train_source"):
-        parts.append(f"trained on {row['train_source']} only")
-    if row.get("pretrain"):
-        parts.append(f"after {row['pretrain']}")
-    if row.get("limit"):
-        parts.append(f"{row['limit']} items")
+        parts.append(f"trained on {row['train_source']}{items} only")
+    elif row.get("pretrain"):
+        parts.append(f"after {row['pretrain']}{items}")
+    elif items:
+        parts.append(f"{row['limit']} train items")
     parts += [f"{k}={v}" for k, v in sorted(row.get("settings", {}).items())]
     if row.get("backbone", "smollm2-135m") != "smollm2-135m":
         parts.append(row["backbone"])
@@ -85,7 +86,8 @@ def main_table(results: dict) -> list[str]:
         for name in names:
             rows = groups[(dataset, name)]
             mass = [r["label_mass"] for r in rows if r.get("label_mass") is not None]
-            secs = [r["train_seconds"] for r in rows if r.get("train_seconds")]
+            secs = [r["train_seconds"] + (r.get("pretrain_seconds") or 0) for r in rows
+                    if r.get("train_seconds")]
             lines.append(
                 f"| {dataset} | {name} | {len(rows)} | {mean_sd([r['kl'] for r in rows])} | "
                 f"{mean_sd([r['jsd'] for r in rows])} | "

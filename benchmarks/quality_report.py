@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from distjudge.io import atomic_write_text
-from distjudge.metrics import ECE_BINS, entropy, majority_correct
+from distjudge.metrics import ECE_BINS, entropy, js_divergence, majority_correct
 
 # The paper's best 7B/8B figures (../shared/reference/paper.md): KL, accuracy, where from.
 PAPER = {
@@ -107,7 +107,20 @@ def main_table(results: dict) -> list[str]:
     return lines
 
 
-def targets(results: dict) -> list[str]:
+def away_from_prior(results: dict, output: Path, dataset: str, method: str) -> str:
+    """How far the judge's and the humans' per-item distributions sit from the label prior."""
+    keys = {r["method"]: r["key"] for r in results["runs"]
+            if r["dataset"] == dataset and r["seed"] == 0 and is_plain(r)}
+    prior, ours = (load_items_file(keys.get(m, ""), output) for m in ("prior", method))
+    if prior is None or ours is None:
+        return "per-item distributions of the prior or the judge were not saved."
+    p, q, q_prior = ours[0], ours[1], prior[1]
+    return (f"mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
+            f"humans {js_divergence(p, q_prior).mean():.4f} (seed 0). A judge much closer to "
+            "the prior than the humans are has learned little beyond the label prior.")
+
+
+def targets(results: dict, output: Path) -> list[str]:
     """Each target of the issue, checked against the rows (met / not met / not run)."""
     plain = defaultdict(list)
     for row in results["runs"]:
@@ -127,6 +140,9 @@ def targets(results: dict) -> list[str]:
             verdict = "met" if best in OURS else f"NOT met: {best} has {best_kl:.3f}"
             lines.append(f"- {dataset}: lowest mean KL among {len(ranked)} methods is "
                          f"{best} ({best_kl:.3f}); ours best {ours[1]} {ours[0]:.3f}: {verdict}.")
+            if best not in OURS:
+                why = away_from_prior(results, output, dataset, ours[1])
+                lines.append(f"  Why, measured: {why}")
     trained = [r for r in results["runs"] if r["dataset"] == "chaosnli-snli"
                and r["method"] in OURS and r.get("split", "test") == "test"]
     prior = means.get(("chaosnli-snli", "prior"))
@@ -291,7 +307,7 @@ def plot_reliability_and_entropy(results: dict, output: Path, path: Path) -> boo
         ent.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1)
         rel.set(xlim=(0, 1), ylim=(0, 1), title=f"{dataset}: reliability",
                 xlabel="confidence (max q)", ylabel="agreement with majority")
-        ent.set(xlim=(0, top), ylim=(0, top), title=f"{dataset}: entropy",
+        ent.set(xlim=(0, 1.03 * top), ylim=(0, 1.03 * top), title=f"{dataset}: entropy",
                 xlabel="human H(p)", ylabel="model H(q)")
         rel.legend(fontsize=7)
         ent.legend(fontsize=7, markerscale=3)
@@ -337,7 +353,7 @@ def write_report(output: Path) -> Path:
              "splits (seeded), not the paper's split. "
              f"Total CPU time of all cells: {total / 3600:.1f} h.", "",
              "## Main table (mean ± sd over seeds)", "", *main_table(results), "",
-             "## Targets", "", *targets(results), "",
+             "## Targets", "", *targets(results, output), "",
              "## Robustness", "", *robustness_tables(results),
              "## Sweeps (dev split carved from train; test never seen)", "",
              *sweeps_table(results), "## Plots", ""]

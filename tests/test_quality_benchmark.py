@@ -80,3 +80,22 @@ def test_annotator_subsampling_and_transfer_cells(quality):
     keys = {quality.cell_key(c) for c in (base, {**base, "annotators": 5},
                                           {**base, "train_source": "snli-nochaos"})}
     assert len(keys) == 3
+
+
+def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path):
+    import quality_report
+
+    output = tmp_path / "quality.json"
+    p = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]])
+    prior, judge = np.tile([0.5, 0.5], (3, 1)), np.tile([0.55, 0.45], (3, 1))
+    results = {"runs": [], "robustness": [], "sweeps": [], "ceilings": {}}
+    for method, q in (("prior", prior), ("kl_ce", judge)):
+        row = {"dataset": "toy", "method": method, "seed": 0, "settings": {},
+               "key": f"toy/{method}", "kl": float(quality.kl_divergence(p, q).mean())}
+        results["runs"].append(row)
+        quality.save_items(quality.items_path(output, row["key"]), row, p, q, ["a", "b"])
+    lines = quality_report.targets(results, output)
+    assert any("NOT met: prior" in line for line in lines)
+    why = next(line for line in lines if "Why, measured" in line)
+    expected = quality_report.js_divergence(judge, prior).mean()
+    assert f"judge {expected:.4f}" in why and "humans" in why

@@ -1,7 +1,7 @@
 """Performance in one run: one-pass readout against the alternatives, the machine's matmul bound,
 training steps, scale and precision. Run it alone on the machine (timings share the cores).
 
-    python benchmarks/perf.py            # ~20 min on the 2-core CPU machine
+    python benchmarks/perf.py            # ~50 min on the 2-core CPU machine (10^4 items: ~27)
 
 1. Readout, on real items of ChaosNLI-SNLI (nli, 3 labels), DICES (safety, 3) and DialSummEval
    coherence (rating, 5), default model, fp32: our one-pass readout; per-option continuation

@@ -242,8 +242,8 @@ def build_cells(args, settings: dict) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="chaosnli-snli")
-    parser.add_argument("--methods", default="uniform,prior,raw,raw_temperature,single_point,"
-                        "kl,kl_ce,kl_ce_adv")
+    parser.add_argument("--methods", default=None, help="Comma-separated (default: all eight; "
+                        "with --annotators: single_point,kl_ce,kl_ce_adv).")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--backbone", default="smollm2-135m",
                         help="Backbone name (smollm2-135m, gemma3-270m) recorded in each row.")
@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report_only", action="store_true",
                         help="Rewrite quality.md and the plots from quality.json; train nothing.")
     args = parser.parse_args(argv)
+    if args.methods is None:
+        args.methods = ",".join(ROBUST_METHODS if args.annotators else (*BASELINES, *METHODS))
     output = Path(args.output)
     if args.report_only:
         write_report(output)

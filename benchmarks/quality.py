@@ -90,14 +90,18 @@ def cell_key(cell: dict) -> str:
 
 
 def cell_data(cell: dict, task) -> tuple[list, list]:
-    """(train, eval) items of a cell, after the transfer / annotator / limit variants."""
+    """(train, eval) items of a cell, after the transfer / annotator / limit variants.
+
+    ``limit`` samples the items trained on first: with ``pretrain``, those of the pretraining
+    source (the dataset's own train split is then used whole).
+    """
     train_items, test_items = split_items(dataset_items(cell["dataset"]), 0.2, cell["seed"])
     if cell["split"] == "dev":
         train_items, test_items = split_items(train_items, 0.2, cell["seed"] + 1000)
     if cell.get("train_source"):  # transfer: another source's items, the eval ids removed
         held = {item["id"] for item in test_items}
         train_items = [i for i in load_source(cell["train_source"]) if i["id"] not in held]
-    if cell["limit"]:
+    if cell["limit"] and not cell.get("pretrain"):
         order = np.random.default_rng(cell["seed"]).permutation(len(train_items))
         train_items = [train_items[i] for i in sorted(order[:cell["limit"]])]
     if cell.get("annotators"):
@@ -156,8 +160,8 @@ def run_cell(cell: dict, work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     else:
         run_dir = work / cell["key"].replace("/", "_")
         if cell.get("pretrain"):  # first fine-tune on the other source, then on this one
-            train_items, _ = cell_data({**cell, "limit": None}, task)  # --limit: pretraining
-            pre_items, _ = cell_data({**cell, "dataset": cell["pretrain"]}, task)
+            pre_items, _ = cell_data({**cell, "dataset": cell["pretrain"], "pretrain": None},
+                                     task)
             pre_dir = run_dir.with_name(run_dir.name + ".pretrain")
             pre = fine_tune(cell, pre_items, model, pre_dir, task_name, task)
             extra["pretrain_seconds"], model = pre["train_seconds"], str(pre_dir)

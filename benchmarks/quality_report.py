@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from distjudge.io import atomic_write_text
-from distjudge.metrics import ECE_BINS, entropy, js_divergence, majority_correct
+from distjudge.metrics import calibration_bins, entropy, js_divergence
 
 # The paper's best 7B/8B figures (../shared/reference/paper.md): KL, accuracy, where from.
 PAPER = {
@@ -55,6 +55,12 @@ def variant(row: dict) -> str:
     return ", ".join(parts)
 
 
+def variant_order(name: str) -> tuple[int, str]:
+    """Sort key of a variant name: the methods in ORDER first, in that order."""
+    method = name.split(",")[0]
+    return (ORDER.index(method) if method in ORDER else len(ORDER), name)
+
+
 def mean_sd(values: list[float], fmt: str = "{:.3f}") -> str:
     if len(values) == 1:
         return fmt.format(values[0])
@@ -81,8 +87,7 @@ def main_table(results: dict) -> list[str]:
     datasets = list(dict.fromkeys(r["dataset"] for r in results["runs"]))
     for dataset in datasets:
         names = sorted((v for d, v in groups if d == dataset),
-                       key=lambda v: (ORDER.index(v.split(",")[0]) if v.split(",")[0] in ORDER
-                                      else 99, v))
+                       key=variant_order)
         for name in names:
             rows = groups[(dataset, name)]
             mass = [r["label_mass"] for r in rows if r.get("label_mass") is not None]
@@ -247,8 +252,7 @@ def plot_kl_by_method(results: dict, path: Path) -> None:
     groups = grouped(results["runs"])
     datasets = list(dict.fromkeys(d for d, _ in groups))
     methods = sorted({v for _, v in groups},
-                     key=lambda v: (ORDER.index(v.split(",")[0]) if v.split(",")[0] in ORDER
-                                    else 99, v))
+                     key=variant_order)
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(datasets)), 4))
     width = 0.8 / max(len(methods), 1)
     for j, method in enumerate(methods):
@@ -295,12 +299,8 @@ def plot_reliability_and_entropy(results: dict, output: Path, path: Path) -> boo
         for (d, method), (p, q) in picked.items():
             if d != dataset:
                 continue
-            conf = q.max(1)
-            which = np.minimum((conf * ECE_BINS).astype(int), ECE_BINS - 1)
-            n = np.bincount(which, minlength=ECE_BINS)
-            ok = n > 0
-            acc = np.bincount(which, majority_correct(p, q), ECE_BINS)[ok] / n[ok]
-            rel.plot((np.bincount(which, conf, ECE_BINS)[ok] / n[ok]), acc, marker="o",
+            n, conf, acc = calibration_bins(p, q)
+            rel.plot(conf[n > 0], acc[n > 0], marker="o",
                      label=method)
             ent.scatter(entropy(p), entropy(q), s=6, alpha=0.4, label=method)
         top = float(np.log(next(p for (d, _), (p, _) in picked.items() if d == dataset).shape[1]))

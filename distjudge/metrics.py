@@ -59,14 +59,24 @@ def majority_correct(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.isclose(p[np.arange(len(p)), pred], top[:, 0], rtol=0, atol=1e-12).astype(float)
 
 
-def expected_calibration_error(p: np.ndarray, q: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE of the judge's top-label confidence against majority correctness."""
+def calibration_bins(p: np.ndarray, q: np.ndarray, bins: int = ECE_BINS
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of confidence (max q): item count, mean confidence, accuracy.
+
+    Empty bins have count 0 and mean confidence and accuracy 0.
+    """
     conf = np.asarray(q, dtype=np.float64).max(axis=-1)
-    correct = majority_correct(p, q)
     which = np.minimum((conf * bins).astype(int), bins - 1)
     n = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, conf, bins) - np.bincount(which, correct, bins))
-    return float(gap.sum() / max(n.sum(), 1))
+    per_item = np.maximum(n, 1)
+    return (n, np.bincount(which, conf, bins) / per_item,
+            np.bincount(which, majority_correct(p, q), bins) / per_item)
+
+
+def expected_calibration_error(p: np.ndarray, q: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of the judge's top-label confidence against majority correctness."""
+    n, conf, acc = calibration_bins(p, q, bins)
+    return float((n * np.abs(conf - acc)).sum() / max(n.sum(), 1))
 
 
 # Row-wise metrics are averaged over items; set-level ones are computed on the whole set.

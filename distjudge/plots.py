@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distjudge.metrics import ECE_BINS, entropy, majority_correct
+from distjudge.metrics import ECE_BINS, calibration_bins, entropy
 
 
 def plot_evaluation(p: np.ndarray, q: np.ndarray, path: str | Path, title: str = "") -> Path:
@@ -16,12 +16,7 @@ def plot_evaluation(p: np.ndarray, q: np.ndarray, path: str | Path, title: str =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    conf = q.max(axis=1)
-    correct = majority_correct(p, q)
-    which = np.minimum((conf * ECE_BINS).astype(int), ECE_BINS - 1)
-    counts = np.bincount(which, minlength=ECE_BINS)
-    acc = np.bincount(which, correct, ECE_BINS) / np.maximum(counts, 1)
-    mean_conf = np.bincount(which, conf, ECE_BINS) / np.maximum(counts, 1)
+    counts, mean_conf, acc = calibration_bins(p, q)
     filled = counts > 0
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))

@@ -77,6 +77,8 @@ def test_annotator_subsampling_and_transfer_cells(quality):
     assert [i["id"] for i in test2] == [i["id"] for i in test_items]
     assert len(transfer) == 50 and all(i["source"] == "snli-nochaos" for i in transfer)
     assert not {i["id"] for i in transfer} & {i["id"] for i in test_items}
+    whole, _ = quality.cell_data({**base, "annotators": None, "pretrain": "snli-nochaos"}, task)
+    assert len(whole) > 50  # with pretraining, --limit samples the pretraining source only
     keys = {quality.cell_key(c) for c in (base, {**base, "annotators": 5},
                                           {**base, "train_source": "snli-nochaos"})}
     assert len(keys) == 3

@@ -43,6 +43,11 @@ class JudgeArguments:
     )
     dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16 (autocast)."})
     batch_size: int = field(default=16, metadata={"help": "Items per forward pass."})
+    share_prefix: bool = field(
+        default=True,
+        metadata={"help": "Run prompt prefixes that items share (chat header, instructions, a "
+                  "common source text) once and reuse their KV cache (local engine)."},
+    )
     chunk_size: int = field(
         default=256,
         metadata={"help": "Items per resumable chunk written to <output>.parts/ (local), or per "
@@ -150,7 +155,8 @@ def run_judge(argv: list[str]) -> int:
         print(json.dumps(_judge_served(args, task)))
         return 0
     judge = Judge.from_pretrained(args.model, task, args.adapter, dtype=args.dtype,
-                                  batch_size=args.batch_size, both_orders=args.both_orders)
+                                  batch_size=args.batch_size, both_orders=args.both_orders,
+                                  share_prefix=args.share_prefix)
     summary = judge.judge_file(args.input, args.output, chunk_size=args.chunk_size)
     print(json.dumps(summary))
     return 0

@@ -5,7 +5,8 @@
     judge.judge_file("items.jsonl", "judged.jsonl")        # streaming, resumable, atomic
 
 ``judge_file`` validates the whole input first (nothing is written on bad input), then works in
-fixed chunks: each chunk is cut into length-bucketed batches, judged, and written atomically to
+fixed chunks: each chunk is cut into batches (shared prompt prefixes run once, the rest in
+length buckets: :mod:`distjudge.batching`), judged, and written atomically to
 ``<output>.parts/``. A killed run, rerun with the same arguments, skips the finished chunks; the
 parts are joined into ``<output>`` at the end, with the run signature beside it.
 """
@@ -24,17 +25,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from distjudge.batching import plan_batches
 from distjudge.data import check_file, read_items
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.metrics import entropy, js_divergence
 from distjudge.models import DTYPES, file_sha256, folder_sha256, load_model, model_fingerprint
 from distjudge.readout import (
     answer_logits,
+    can_share_prefix,
     encode_prompts,
     label_index_tensor,
     label_log_probs,
     label_token_ids,
     pad_left,
+    prefix_cache,
     truncate_prompt,
 )
 from distjudge.task import Task, load_task
@@ -113,7 +117,8 @@ class Judge:
 
     def __init__(self, model, tokenizer, task: Task, dtype: str = "float32",
                  batch_size: int = 16, both_orders: bool = False,
-                 max_length: int | None = None, model_info: dict | None = None):
+                 max_length: int | None = None, model_info: dict | None = None,
+                 share_prefix: bool = True):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.model = model
@@ -125,6 +130,7 @@ class Judge:
             raise ValueError(f"task {task.name!r} declares no swap: cannot judge both orders")
         self.both_orders = both_orders
         self.max_length = max_length
+        self.share_prefix = share_prefix and can_share_prefix(model)
         self.token_ids = label_token_ids(task, tokenizer)
         self.index = label_index_tensor(self.token_ids)
         pad = tokenizer.pad_token_id
@@ -162,9 +168,10 @@ class Judge:
     # -- inference ---------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _score(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        batch = pad_left(prompts, self.pad_id)
-        logits = answer_logits(self.model, batch, DTYPES[self.dtype])
+    def _score(self, prompts: Sequence[Sequence[int]], prefix_length: int = 0,
+               prefix: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        batch = pad_left([p[prefix_length:] for p in prompts], self.pad_id, prefix_length)
+        logits = answer_logits(self.model, batch, DTYPES[self.dtype], prefix)
         log_q, log_mass = label_log_probs(logits, self.index)
         q = log_q.double().exp()
         return (q / q.sum(-1, keepdim=True)).numpy(), log_mass.double().exp().numpy()
@@ -187,8 +194,15 @@ class Judge:
         probs = np.zeros((len(items), len(self.task.labels)))
         mass = np.zeros(len(items))
         bar = tqdm(total=len(items), unit="item", disable=not progress, desc="judging")
-        for rows in length_batches([len(p) for p in prompts], self.batch_size):
-            probs[rows], mass[rows] = self._score([prompts[i] for i in rows])
+        cached: tuple[tuple[int, ...], list] = ((), [])  # the last prefix's keys and values
+        for batch in plan_batches(prompts, self.batch_size, share_prefix=self.share_prefix):
+            rows, length = batch.rows, batch.prefix_length
+            if length:
+                key = tuple(prompts[rows[0]][:length])
+                if key != cached[0]:
+                    cached = key, prefix_cache(self.model, key, DTYPES[self.dtype])
+            probs[rows], mass[rows] = self._score([prompts[i] for i in rows], length,
+                                                  cached[1] if length else None)
             bar.update(len(rows))
         bar.close()
         return Judgment(self.task.label_names, probs, mass, self.task.values)
@@ -200,7 +214,7 @@ class Judge:
         return file_signature(self.task, input_path, chunk_size, model=self.model_info,
                               label_token_ids=self.token_ids, dtype=self.dtype,
                               both_orders=self.both_orders, batch_size=self.batch_size,
-                              max_length=self.max_length)
+                              max_length=self.max_length, share_prefix=self.share_prefix)
 
     def judge_file(self, input_path: str | Path, output_path: str | Path,
                    chunk_size: int = 256, progress: bool = True) -> dict:
@@ -273,32 +287,6 @@ def average_orders(task: Task, both: Judgment, n: int) -> Judgment:
     return Judgment(task.label_names, (first + second) / 2,
                     (both.label_mass[:n] + both.label_mass[n:]) / 2, task.values,
                     order_flip_jsd=js_divergence(first, second), estimator=both.estimator)
-
-
-def length_batches(lengths: Sequence[int], max_batch: int,
-                   overhead_tokens: int = 64) -> list[list[int]]:
-    """Item indices grouped into batches of at most ``max_batch`` that pad the least.
-
-    Sorted by length, the items are cut into consecutive runs minimizing
-    Σ (run size · longest in run) + ``overhead_tokens`` · number of runs: the tokens a left-padded
-    batch computes, plus a forward pass's fixed cost counted in tokens (dynamic programming,
-    O(N · max_batch)). Equal lengths share a batch; a long tail gets small batches instead of
-    padding 15 short prompts to its length.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    size = [lengths[i] for i in order]
-    cost = [0.0] + [float("inf")] * len(order)
-    start = [0] * (len(order) + 1)
-    for end in range(1, len(order) + 1):
-        for begin in range(max(0, end - max_batch), end):
-            c = cost[begin] + (end - begin) * size[end - 1] + overhead_tokens
-            if c < cost[end]:
-                cost[end], start[end] = c, begin
-    batches, end = [], len(order)
-    while end:
-        batches.append(order[start[end]:end])
-        end = start[end]
-    return batches[::-1]
 
 
 def chunked(items: Iterable[dict], size: int) -> Iterator[list[dict]]:

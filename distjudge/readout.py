@@ -12,6 +12,8 @@ A label's variants are deduplicated by token id, so each vocabulary token counts
 labels share a first token (say "1" and "10" both start with "1"), one forward pass cannot tell
 them apart: :func:`label_token_ids` refuses the task with an error instead of guessing.
 Batches are left-padded with explicit position ids, and the LM head runs only at the last position.
+A prefix shared by a batch's prompts can run once and be reused from its KV cache
+(:mod:`distjudge.batching`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
+from transformers import DynamicCache
 
 from distjudge.task import Task, TaskError
 
@@ -83,8 +86,13 @@ def truncate_prompt(ids: list[int], max_length: int | None, head: int = 64) -> l
     return ids[:head] + ids[len(ids) - (max_length - head):]
 
 
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids``, ``attention_mask`` and matching ``position_ids``."""
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int,
+             prefix_length: int = 0) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask`` and matching ``position_ids``.
+
+    With ``prefix_length`` the sequences continue a shared prefix held in a KV cache: the mask
+    covers the prefix too and positions start after it.
+    """
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -92,19 +100,44 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch
         if seq:
             input_ids[row, width - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
             mask[row, width - len(seq):] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0) + prefix_length
+    if prefix_length:
+        mask = torch.cat([torch.ones((len(sequences), prefix_length), dtype=torch.long), mask], 1)
     return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
 
 
-def answer_logits(model, batch: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32):
-    """Full-vocabulary logits [B, V] (fp32) at the answer position of a left-padded batch."""
-    autocast = (
-        torch.autocast(device_type=batch["input_ids"].device.type, dtype=dtype)
-        if dtype != torch.float32
-        else nullcontext()
-    )
-    with autocast:
-        out = model(**batch, logits_to_keep=1, use_cache=False)
+def _autocast(device_type: str, dtype: torch.dtype):
+    return (torch.autocast(device_type=device_type, dtype=dtype) if dtype != torch.float32
+            else nullcontext())
+
+
+def can_share_prefix(model) -> bool:
+    """Whether a cached prefix gives the same logits: full attention in every layer."""
+    config = model.config.get_text_config(decoder=True)
+    types = getattr(config, "layer_types", None) or ["full_attention"]
+    return all(t == "full_attention" for t in types) and not getattr(config, "sliding_window", 0)
+
+
+def prefix_cache(model, prefix: Sequence[int], dtype: torch.dtype = torch.float32):
+    """Keys and values of ``prefix`` per layer, to be shared by a batch (:func:`answer_logits`)."""
+    ids = torch.as_tensor([list(prefix)], dtype=torch.long)
+    with _autocast(ids.device.type, dtype):
+        cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def answer_logits(model, batch: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                  prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+    """Full-vocabulary logits [B, V] (fp32) at the answer position of a left-padded batch,
+    optionally continuing a shared ``prefix`` from :func:`prefix_cache`."""
+    extra = {"use_cache": False}
+    if prefix:
+        rows = batch["input_ids"].shape[0]
+        extra = {"use_cache": True, "past_key_values": DynamicCache(
+            [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix],
+            config=model.config)}
+    with _autocast(batch["input_ids"].device.type, dtype):
+        out = model(**batch, logits_to_keep=1, **extra)
     return out.logits[:, -1].float()
 
 

@@ -4,7 +4,6 @@ the three input formats, and pairwise judging in both orders."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import signal
@@ -14,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 
+from distjudge.batching import plan_batches
 from distjudge.cli import main as cli_main
-from distjudge.judge import Judge, Judgment, length_batches
+from distjudge.judge import Judge, Judgment
 from distjudge.models import default_gguf, file_sha256
+from distjudge.readout import encode_prompts
 from distjudge.task import load_task
 
 pytestmark = pytest.mark.slow  # the real embedded model
@@ -242,30 +240,18 @@ def test_both_orders_is_the_mean_with_labels_flipped_back(judge):
         Judge(judge.model, judge.tokenizer, load_task("nli"), both_orders=True)
 
 
-def _padded_cost(lengths, batches, overhead):
-    return sum(len(b) * max(lengths[i] for i in b) + overhead for b in batches)
-
-
-@hypothesis_settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(1, 60), min_size=1, max_size=9), st.integers(1, 4),
-       st.sampled_from([0, 8, 64]))
-def test_length_batches_cover_every_item_once_at_least_padding(lengths, max_batch, overhead):
-    batches = length_batches(lengths, max_batch, overhead)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    assert all(1 <= len(b) <= max_batch for b in batches)
-    # optimal among all cuts of the length-sorted order into runs of <= max_batch
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    best = min(
-        _padded_cost(lengths, [order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))],
-                     overhead)
-        for r in range(len(order))
-        for cuts in itertools.combinations(range(1, len(order)), r)
-        if all(b - a <= max_batch for a, b in zip((0, *cuts), (*cuts, len(order))))
-    )
-    assert _padded_cost(lengths, batches, overhead) == best
-
-
-def test_length_batches_fill_batches_of_equal_lengths_and_isolate_a_long_tail():
-    assert sorted(len(b) for b in length_batches([100] * 40, 16)) == [8, 16, 16]
-    batches = length_batches([100] * 15 + [500], 16)
-    assert [len(b) for b in batches] == [15, 1] and batches[1] == [15]
+def test_shared_prefixes_run_once_give_the_same_distributions(judge, chaosnli):
+    """The KV-cached header and per-source prefixes change no figure (fp32)."""
+    nli = chaosnli(16)
+    sources = [item["premise"] for item in nli[:2]]
+    items = [{"context": src, "text": item["hypothesis"], "criterion": "relevance"}
+             for src in sources for item in nli[:8]]
+    rating = load_task("rating")
+    prompts = encode_prompts(rating, judge.tokenizer, items)
+    plan = plan_batches(prompts, 16)
+    assert len({tuple(prompts[b.rows[0]][:b.prefix_length]) for b in plan}) == 2  # one a source
+    for task, batch in ((judge.task, nli), (rating, items)):
+        plain = Judge(judge.model, judge.tokenizer, task, share_prefix=False).predict(batch)
+        shared = Judge(judge.model, judge.tokenizer, task, share_prefix=True).predict(batch)
+        np.testing.assert_allclose(shared.probs, plain.probs, atol=2e-5)
+        np.testing.assert_allclose(shared.label_mass, plain.label_mass, rtol=2e-4)

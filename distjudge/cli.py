@@ -43,6 +43,10 @@ class JudgeArguments:
     )
     dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16 (autocast)."})
     batch_size: int = field(default=16, metadata={"help": "Items per forward pass."})
+    device: str | None = field(
+        default=None, metadata={"help": "local: torch device (cpu, cuda, cuda:1); default cuda "
+                                "when available, else cpu."},
+    )
     share_prefix: bool = field(
         default=True,
         metadata={"help": "Run prompt prefixes that items share (chat header, instructions, a "
@@ -156,7 +160,7 @@ def run_judge(argv: list[str]) -> int:
         return 0
     judge = Judge.from_pretrained(args.model, task, args.adapter, dtype=args.dtype,
                                   batch_size=args.batch_size, both_orders=args.both_orders,
-                                  share_prefix=args.share_prefix)
+                                  share_prefix=args.share_prefix, device=args.device)
     summary = judge.judge_file(args.input, args.output, chunk_size=args.chunk_size)
     print(json.dumps(summary))
     return 0

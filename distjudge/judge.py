@@ -118,10 +118,11 @@ class Judge:
     def __init__(self, model, tokenizer, task: Task, dtype: str = "float32",
                  batch_size: int = 16, both_orders: bool = False,
                  max_length: int | None = None, model_info: dict | None = None,
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, device: str | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        self.model = model
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.task = task
         self.dtype = dtype
@@ -132,7 +133,7 @@ class Judge:
         self.max_length = max_length
         self.share_prefix = share_prefix and can_share_prefix(model)
         self.token_ids = label_token_ids(task, tokenizer)
-        self.index = label_index_tensor(self.token_ids)
+        self.index = label_index_tensor(self.token_ids).to(self.device)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id or 0)
         self.model_info = model_info or {}
@@ -171,8 +172,9 @@ class Judge:
     def _score(self, prompts: Sequence[Sequence[int]], prefix_length: int = 0,
                prefix: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         batch = pad_left([p[prefix_length:] for p in prompts], self.pad_id, prefix_length)
+        batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
         logits = answer_logits(self.model, batch, DTYPES[self.dtype], prefix)
-        log_q, log_mass = label_log_probs(logits, self.index)
+        log_q, log_mass = (t.cpu() for t in label_log_probs(logits, self.index))
         q = log_q.double().exp()
         return (q / q.sum(-1, keepdim=True)).numpy(), log_mass.double().exp().numpy()
 

@@ -120,7 +120,7 @@ def can_share_prefix(model) -> bool:
 
 def prefix_cache(model, prefix: Sequence[int], dtype: torch.dtype = torch.float32):
     """Keys and values of ``prefix`` per layer, to be shared by a batch (:func:`answer_logits`)."""
-    ids = torch.as_tensor([list(prefix)], dtype=torch.long)
+    ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=model.device)
     with _autocast(ids.device.type, dtype):
         cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]

@@ -8,9 +8,15 @@ input ends in one line ``distjudge: error: ...`` and exit status 2, with no outp
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# oneDNN keeps one compiled kernel per matmul shape (bf16 on CPU), up to 1,024 of them: on a long
+# judge run batch shapes keep varying and RSS grows by ~0.5 MB per shape. 128 keeps memory flat;
+# read when the first kernel is built, so this must run before any forward pass.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
 
 from distjudge.data import DataError, check_file
 from distjudge.models import ModelError

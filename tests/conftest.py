@@ -172,9 +172,14 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A 2-layer random Llama with the default model's tokenizer: fast trainer-mechanics tests."""
+    """A 2-layer random Llama with the default model's tokenizer: fast trainer-mechanics tests.
+
+    ``$DISTJUDGE_TINY_MODEL`` names a saved one instead (a GPU machine without the default model).
+    """
     from distjudge.models import save_tiny_model
 
+    if os.environ.get("DISTJUDGE_TINY_MODEL"):
+        return Path(os.environ["DISTJUDGE_TINY_MODEL"])
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 

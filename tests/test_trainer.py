@@ -106,7 +106,7 @@ def test_accelerate_two_processes(tmp_path, tiny_model, data_files):
            "--output_dir", str(out), "--model", str(tiny_model), "--finetuning", "lora",
            "--max_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no",
            "--disable_tqdm", "true"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU on GPU hosts too
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "distjudge_run.json").read_text())

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # oneDNN keeps one compiled kernel per matmul shape (bf16 on CPU), up to 1,024 of them: on a long
-# judge run batch shapes keep varying and RSS grows by ~0.5 MB per shape. 128 keeps memory flat;
-# read when the first kernel is built, so this must run before any forward pass.
+# judge run batch shapes keep varying and RSS grows by ~0.5 MB per new shape. 128 bounds that
+# (benchmarks/results/perf.md); read when the first kernel is built, so set before any forward.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
 
 from distjudge.data import DataError, check_file

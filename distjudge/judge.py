@@ -33,6 +33,7 @@ from distjudge.metrics import entropy, js_divergence
 from distjudge.models import DTYPES, file_sha256, folder_sha256, load_model, model_fingerprint
 from distjudge.readout import (
     answer_logits,
+    autocast,
     can_share_prefix,
     encode_prompts,
     label_index_tensor,
@@ -208,17 +209,19 @@ class Judge:
                    for ids in encode_prompts(self.task, self.tokenizer, items)]
         probs = np.zeros((len(items), len(self.task.labels)))
         mass = np.zeros(len(items))
+        dtype = DTYPES[self.dtype]
         bar = tqdm(total=len(items), unit="item", disable=not progress, desc="judging")
         cached: tuple[tuple[int, ...], list] = ((), [])  # the last prefix's keys and values
-        for batch in plan_batches(prompts, self.batch_size, share_prefix=self.share_prefix):
-            rows, length = batch.rows, batch.prefix_length
-            if length:
-                key = tuple(prompts[rows[0]][:length])
-                if key != cached[0]:
-                    cached = key, prefix_cache(self.model, key, DTYPES[self.dtype])
-            probs[rows], mass[rows] = self._score([prompts[i] for i in rows], length,
-                                                  cached[1] if length else None)
-            bar.update(len(rows))
+        with autocast(self.device.type, dtype):  # each weight cast once here, not per batch
+            for batch in plan_batches(prompts, self.batch_size, share_prefix=self.share_prefix):
+                rows, length = batch.rows, batch.prefix_length
+                if length:
+                    key = tuple(prompts[rows[0]][:length])
+                    if key != cached[0]:
+                        cached = key, prefix_cache(self.model, key, dtype)
+                probs[rows], mass[rows] = self._score([prompts[i] for i in rows], length,
+                                                      cached[1] if length else None)
+                bar.update(len(rows))
         bar.close()
         return Judgment(self.task.label_names, probs, mass, self.task.values)
 

@@ -106,7 +106,9 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int,
     return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
 
 
-def _autocast(device_type: str, dtype: torch.dtype):
+def autocast(device_type: str, dtype: torch.dtype):
+    """Autocast to ``dtype`` (a no-op for fp32). Inside one such region each weight is cast once:
+    a caller that runs many batches holds it open around them all."""
     return (torch.autocast(device_type=device_type, dtype=dtype) if dtype != torch.float32
             else nullcontext())
 
@@ -121,7 +123,7 @@ def can_share_prefix(model) -> bool:
 def prefix_cache(model, prefix: Sequence[int], dtype: torch.dtype = torch.float32):
     """Keys and values of ``prefix`` per layer, to be shared by a batch (:func:`answer_logits`)."""
     ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=model.device)
-    with _autocast(ids.device.type, dtype):
+    with autocast(ids.device.type, dtype):
         cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -136,7 +138,7 @@ def answer_logits(model, batch: dict[str, torch.Tensor], dtype: torch.dtype = to
         extra = {"use_cache": True, "past_key_values": DynamicCache(
             [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix],
             config=model.config)}
-    with _autocast(batch["input_ids"].device.type, dtype):
+    with autocast(batch["input_ids"].device.type, dtype):
         out = model(**batch, logits_to_keep=1, **extra)
     return out.logits[:, -1].float()
 

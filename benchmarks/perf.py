@@ -457,7 +457,6 @@ def measure_all(args) -> dict:
         matmul_bound_fraction=fractions["float32"]["fraction"],
         adversarial_overhead_pct=100 * steps["kl_ce_adv"]["adversary_seconds"] / base,
         cvxpy_overhead_pct=100 * steps["kl_ce_adv_cvxpy"]["adversary_seconds"] / base,
-        peak_rss_mb={f"{r['model']}/{r['items']}": r["peak_rss_mb"] for r in out["scale"]},
     )
     return out
 
@@ -487,14 +486,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.sections == "scale":  # re-measure the scale alone; keep the other sections
             out["scale"], out["scale_seconds"] = measure_scale(args)
             out["scale_command"] = command.strip()
-            out["peak_rss_mb"] = {f"{r['model']}/{r['items']}": r["peak_rss_mb"]
-                                  for r in out["scale"]}
     else:
         started = time.perf_counter()
         out = measure_all(args)
         out["total_seconds"] = time.perf_counter() - started
         out["command"] = command.strip()
     if not args.report_only:
+        out["peak_rss_mb"] = {f"{r['model']}/{r['items']}": r["peak_rss_mb"]
+                              for r in out["scale"]}
         atomic_write_json(output, out)
     atomic_write_text(output.with_suffix(".md"), markdown(out))
     print(f"written {output.with_suffix('.md')}")

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -259,12 +260,14 @@ def judge_subprocess(input_path: Path, output: Path, model: str | None, dtype: s
     return measured
 
 
-def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int]) -> list[dict]:
+def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],
+                  on_row: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+    """`distjudge judge` timed on growing copies of SNLI; ``on_row(rows so far)`` after each."""
     base = load_source("snli")  # 20,000 distinct items: a 256-item chunk never holds a copy
     tiny = save_tiny_model(work / "tiny", hidden_size=64)
     rows = []
-    for model, sizes, dtype in ((None, default_sizes, "bfloat16"), (str(tiny), tiny_sizes,
-                                                                     "float32")):
+    for model, sizes, dtype in ((str(tiny), tiny_sizes, "float32"),
+                                (None, default_sizes, "bfloat16")):
         for n in sizes:
             items = [{**base[i % len(base)], "id": f"{base[i % len(base)]['id']}#{i}"}
                      for i in range(n)]
@@ -282,6 +285,7 @@ def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int]) -
                   flush=True)
             output.unlink()
             source.unlink()
+            on_row(rows)
     return rows
 
 
@@ -370,7 +374,9 @@ def markdown(out: dict) -> str:
               "shape) at 128 (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, the CLI's default) and hands "
               "freed heap pages back to the OS after each chunk (`malloc_trim`).", "",
               *([f"Re-measured alone by `{out['scale_command']}` "
-                 f"({out['scale_seconds'] / 60:.1f} min).", ""] if "scale_command" in out else []),
+                 f"({out['scale_seconds'] / 60:.1f} min"
+                 f"{'' if out.get('scale_complete', True) else ', still running: rows so far'}).",
+                 ""] if "scale_command" in out else []),
               "| model | dtype | items | seconds | items/s | peak RSS MB |",
               "|---|---|---|---|---|---|"]
     for r in out["scale"]:
@@ -403,14 +409,20 @@ def targets(out: dict) -> list[str]:
             lines.append(f"- peak RSS of {model} from 10^3 to {largest:,} items: "
                          f"{rss[1000]:.0f} -> {rss[largest]:.0f} MB ({100 * growth:+.1f}%; "
                          f"flat within 5%: {'met' if growth <= 0.05 else 'NOT met'})")
+            speed = {r["items"]: r["items_per_s"] for r in out["scale"] if r["model"] == model}
+            lines.append(f"  time per item from 10^3 to {largest:,} items: "
+                         f"{speed[1000] / speed[largest]:.2f}x (linear time: 1.00x or less)")
     return lines
 
 
-def measure_scale(args) -> tuple[list[dict], float]:
+def measure_scale(args, on_row: Callable[[list[dict], float], None] = lambda rows, s: None
+                  ) -> tuple[list[dict], float]:
+    """The scale rows and the seconds they took; ``on_row(rows so far, seconds)`` after each."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         rows = scale_section(Path(work), [int(n) for n in args.default_sizes.split(",")],
-                             [int(n) for n in args.tiny_sizes.split(",")])
+                             [int(n) for n in args.tiny_sizes.split(",")],
+                             lambda rows: on_row(rows, time.perf_counter() - started))
     return rows, time.perf_counter() - started
 
 
@@ -467,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampled", type=int, default=16, help="Items sampled 20 times.")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="Timed training steps.")
-    parser.add_argument("--default_sizes", default="100,1000,10000")
+    parser.add_argument("--default_sizes", default="100,1000,10000,100000")
     parser.add_argument("--tiny_sizes", default="100,1000,10000,100000")
     parser.add_argument("--output", default="benchmarks/results/perf.json")
     parser.add_argument("--sections", choices=("all", "scale"), default="all",
@@ -484,20 +496,33 @@ def main(argv: list[str] | None = None) -> int:
                            if k not in ("output", "report_only") and v != parser.get_default(k))
         out.setdefault("command", f"python benchmarks/perf.py {options}".strip())
         if args.sections == "scale":  # re-measure the scale alone; keep the other sections
-            out["scale"], out["scale_seconds"] = measure_scale(args)
             out["scale_command"] = command.strip()
+
+            def save_so_far(rows: list[dict], seconds: float) -> None:  # a killed run keeps them
+                out["scale"], out["scale_seconds"] = list(rows), seconds
+                out["scale_complete"] = False
+                write_results(output, out)
+
+            out["scale"], out["scale_seconds"] = measure_scale(args, save_so_far)
     else:
         started = time.perf_counter()
         out = measure_all(args)
         out["total_seconds"] = time.perf_counter() - started
         out["command"] = command.strip()
-    if not args.report_only:
-        out["peak_rss_mb"] = {f"{r['model']}/{r['items']}": r["peak_rss_mb"]
-                              for r in out["scale"]}
-        atomic_write_json(output, out)
-    atomic_write_text(output.with_suffix(".md"), markdown(out))
+    if args.report_only:
+        atomic_write_text(output.with_suffix(".md"), markdown(out))
+    else:
+        out["scale_complete"] = True
+        write_results(output, out)
     print(f"written {output.with_suffix('.md')}")
     return 0
+
+
+def write_results(output: Path, out: dict) -> None:
+    """perf.json (``peak_rss_mb`` derived from the scale rows) and perf.md, atomically."""
+    out["peak_rss_mb"] = {f"{r['model']}/{r['items']}": r["peak_rss_mb"] for r in out["scale"]}
+    atomic_write_json(output, out)
+    atomic_write_text(output.with_suffix(".md"), markdown(out))
 
 
 if __name__ == "__main__":

@@ -169,17 +169,14 @@ def targets(results: dict, output: Path) -> list[str]:
             lines.append(f"- {row['dataset']} (seed {row['seed']}): raw_temperature fitted "
                          f"T = {row['temperature']:.3g}{flat}.")
     for dataset, paper in PAPER_REDUCTION.items():
-        lines += reduction_lines(results, dataset, paper)
+        lines += reduction_lines(plain, dataset, paper)
     return lines
 
 
-def reduction_lines(results: dict, dataset: str, paper: float) -> list[str]:
-    """KL reduction of ours over single point, per train-set size (all items, or a --limit)."""
-    kls = defaultdict(list)
-    for row in results["runs"]:
-        if (row["dataset"] == dataset and row.get("split", "test") == "test"
-                and is_plain({**row, "limit": None})):
-            kls[(row.get("limit"), row["method"])].append(row["kl"])
+def reduction_lines(plain: dict[tuple, list[float]], dataset: str, paper: float) -> list[str]:
+    """KL reduction of ours over single point, per train-set size (all items, or a --limit);
+    ``plain`` maps (dataset, limit, method) to the test KLs of the cells (:func:`targets`)."""
+    kls = {(lim, m): v for (d, lim, m), v in plain.items() if d == dataset}
     lines = []
     for limit in sorted({lim for lim, _ in kls}, key=lambda lim: lim or float("inf")):
         single = kls.get((limit, "single_point"))

@@ -5,7 +5,16 @@ many human annotators, and evaluate how close it gets. The names below are impor
 ``import distjudge`` (and the ``data`` commands) stay fast without loading torch.
 """
 
+import os
 from importlib import import_module
+
+# On CPU, oneDNN (bf16 matmuls) and PyTorch's ideep layer each keep compiled kernels per matmul
+# shape, up to 1,024: a long judge run meets ever new batch shapes and its memory keeps growing
+# (pytorch/pytorch#27971). 128 bounds both (benchmarks/results/perf.md). They are read when torch
+# builds its first such kernel, so this holds unless that happened before distjudge was imported;
+# a value already set wins.
+for _cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+    os.environ.setdefault(_cache, "128")
 
 __version__ = "0.1.0"
 

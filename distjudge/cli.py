@@ -8,15 +8,9 @@ input ends in one line ``distjudge: error: ...`` and exit status 2, with no outp
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-# oneDNN keeps one compiled kernel per matmul shape (bf16 on CPU), up to 1,024 of them: on a long
-# judge run batch shapes keep varying and RSS grows by ~0.5 MB per new shape. 128 bounds that
-# (benchmarks/results/perf.md); read when the first kernel is built, so set before any forward.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
 
 from distjudge.data import DataError, check_file
 from distjudge.models import ModelError
@@ -47,7 +41,10 @@ class JudgeArguments:
     adapter: str | None = field(
         default=None, metadata={"help": "A `distjudge train` output_dir to judge with."}
     )
-    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16 (autocast)."})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "float32 or bfloat16 (local engine: the weights are loaded in it)."},
+    )
     batch_size: int = field(default=16, metadata={"help": "Items per forward pass."})
     device: str | None = field(
         default=None, metadata={"help": "local: torch device (cpu, cuda, cuda:1); default cuda "

@@ -30,7 +30,7 @@ from distjudge.batching import plan_batches
 from distjudge.data import check_file, read_items
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.metrics import entropy, js_divergence
-from distjudge.models import DTYPES, file_sha256, folder_sha256, load_model, model_fingerprint
+from distjudge.models import file_sha256, folder_sha256, load_model, model_fingerprint, torch_dtype
 from distjudge.readout import (
     answer_logits,
     autocast,
@@ -127,14 +127,18 @@ def package_versions() -> dict[str, str]:
 
 
 class Judge:
-    """A causal LM read as a distributional judge for one task."""
+    """A causal LM read as a distributional judge for one task.
+
+    ``dtype`` is what the forward passes compute in. :meth:`from_pretrained` loads the weights
+    in it (bf16 weights: half the memory and faster than autocast on CPU); a model passed in
+    keeps its weights and runs under autocast to ``dtype``.
+    """
 
     def __init__(self, model, tokenizer, task: Task, dtype: str = "float32",
                  batch_size: int = 16, both_orders: bool = False,
                  max_length: int | None = None, model_info: dict | None = None,
                  share_prefix: bool = True, device: str | None = None):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.compute_dtype = torch_dtype(dtype)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
@@ -175,7 +179,7 @@ class Judge:
                 model = model or run.get("model")
                 info["adapter"] = str(run_file.parent)
                 info["adapter_sha256"] = folder_sha256(run_file.parent)
-        net, tokenizer, folder = load_model(model, adapter)
+        net, tokenizer, folder = load_model(model, adapter, kwargs.get("dtype", "float32"))
         info.update(model=str(model) if model else "smollm2-135m", model_folder=str(folder),
                     model_sha256=model_fingerprint(folder))
         return cls(net, tokenizer, load_task(task or "nli"), model_info=info, **kwargs)
@@ -187,7 +191,7 @@ class Judge:
                prefix: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         batch = pad_left([p[prefix_length:] for p in prompts], self.pad_id, prefix_length)
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
-        logits = answer_logits(self.model, batch, DTYPES[self.dtype], prefix)
+        logits = answer_logits(self.model, batch, self.compute_dtype, prefix)
         log_q, log_mass = (t.cpu() for t in label_log_probs(logits, self.index))
         q = log_q.double().exp()
         return (q / q.sum(-1, keepdim=True)).numpy(), log_mass.double().exp().numpy()
@@ -209,7 +213,7 @@ class Judge:
                    for ids in encode_prompts(self.task, self.tokenizer, items)]
         probs = np.zeros((len(items), len(self.task.labels)))
         mass = np.zeros(len(items))
-        dtype = DTYPES[self.dtype]
+        dtype = self.compute_dtype
         bar = tqdm(total=len(items), unit="item", disable=not progress, desc="judging")
         cached: tuple[tuple[int, ...], list] = ((), [])  # the last prefix's keys and values
         with autocast(self.device.type, dtype):  # each weight cast once here, not per batch
@@ -231,6 +235,7 @@ class Judge:
         """Everything that determines the output: model, adapter, task, tokens, input, settings."""
         return file_signature(self.task, input_path, chunk_size, model=self.model_info,
                               label_token_ids=self.token_ids, dtype=self.dtype,
+                              weights_dtype=str(next(self.model.parameters()).dtype),
                               both_orders=self.both_orders, batch_size=self.batch_size,
                               max_length=self.max_length, share_prefix=self.share_prefix)
 

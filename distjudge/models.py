@@ -30,6 +30,13 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype named ``name`` (a key of :data:`DTYPES`), or a ValueError naming them."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 class ModelError(RuntimeError):
     """A model could not be found or loaded; the message says what to do."""
 
@@ -147,22 +154,24 @@ def model_fingerprint(folder: Path) -> str:
     return folder_sha256(folder)
 
 
-def load_model(model: str | Path | None = None, adapter: str | Path | None = None):
-    """Load ``(model, tokenizer, folder)`` in fp32 for inference; PEFT ``adapter`` applied."""
+def load_model(model: str | Path | None = None, adapter: str | Path | None = None,
+               dtype: str = "float32"):
+    """Load ``(model, tokenizer, folder)`` for inference, weights in ``dtype``; PEFT ``adapter``
+    applied (its weights cast to ``dtype`` too)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = resolve_model(model)
+    folder, weights_dtype = resolve_model(model), torch_dtype(dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         net = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+            folder, dtype=weights_dtype, trust_remote_code=False, use_safetensors=True
         )
     except (OSError, ValueError) as err:
         raise ModelError(f"{folder}: cannot load model: {str(err).splitlines()[0]}") from err
     if adapter is not None:
         from peft import PeftModel
 
-        net = PeftModel.from_pretrained(net, str(adapter), is_trainable=False)
+        net = PeftModel.from_pretrained(net, str(adapter), is_trainable=False).to(weights_dtype)
     net.eval()
     return net, tokenizer, folder
 

@@ -108,6 +108,19 @@ def test_bfloat16_is_a_distribution_close_to_float32(judge, nli_items, batched):
         Judge(judge.model, judge.tokenizer, judge.task, dtype="float16")
 
 
+def test_from_pretrained_loads_bfloat16_weights_close_to_float32(nli_items, batched, tmp_path):
+    bf16 = Judge.from_pretrained(task="nli", dtype="bfloat16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}  # no fp32 copy kept
+    result = bf16.predict(nli_items)
+    assert np.abs(result.probs.sum(axis=1) - 1).max() < 1e-6
+    assert float(np.abs(result.probs - batched.probs).max()) <= 0.1
+    source = tmp_path / "items.jsonl"
+    source.write_text("")
+    assert bf16.signature(source, 256)["weights_dtype"] == "torch.bfloat16"
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Judge.from_pretrained(task="nli", dtype="float16")
+
+
 def test_rows_carry_every_output_field(batched):
     rows = list(batched.rows())
     assert len(rows) == len(batched.probs)

@@ -1,8 +1,8 @@
 """Performance in one run: one-pass readout against the alternatives, the machine's matmul bound,
 training steps, scale and precision. Run it alone on the machine (timings share the cores).
 
-    python benchmarks/perf.py                     # ~35 min on the 2-core CPU machine
-    python benchmarks/perf.py --sections scale --default_sizes 100,1000,10000,100000  # ~2.5 h
+    python benchmarks/perf.py --default_sizes 100,1000,10000   # ~35 min on the 2-core machine
+    python benchmarks/perf.py --sections scale                  # the scale alone, to 10^5: ~2.2 h
 
 1. Readout, on real items of ChaosNLI-SNLI (nli, 3 labels), DICES (safety, 3) and DialSummEval
    coherence (rating, 5), default model, fp32: our one-pass readout, which runs the prompt prefix
@@ -21,10 +21,10 @@ training steps, scale and precision. Run it alone on the machine (timings share 
    one batch.
 3. Training step of each objective (benchmarks/train_step.py), bf16 full fine-tuning, batch 8.
 4. Scale: ``distjudge judge`` as a subprocess on 10^2..10^5 SNLI items (20,000 distinct ones,
-   replicated beyond): wall time and peak RSS. The default model runs 10^2..10^4 by default (10^5
-   items take ~2.2 h on 2 cores: ``--sections scale`` re-measures the scale alone, keeping the
-   other sections); a 2-layer random model with the same tokenizer runs all sizes, measuring the
-   pipeline.
+   replicated beyond): wall time, peak RSS and RSS while judging. The default model's 10^5 items
+   take ~1.9 h on 2 cores (``--default_sizes`` leaves them out; ``--sections scale`` re-measures
+   the scale alone, keeping the other sections); a 2-layer random model with the same tokenizer
+   runs all sizes, measuring the pipeline.
 5. Precision: our readout in fp32, with bf16 weights (``--dtype bfloat16``) and with bf16
    autocast over fp32 weights, and the KL between them.
 

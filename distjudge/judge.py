@@ -138,7 +138,7 @@ class Judge:
                  batch_size: int = 16, both_orders: bool = False,
                  max_length: int | None = None, model_info: dict | None = None,
                  share_prefix: bool = True, device: str | None = None):
-        self.compute_dtype = torch_dtype(dtype)
+        torch_dtype(dtype)  # a ValueError naming the choices
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
@@ -155,6 +155,10 @@ class Judge:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id or 0)
         self.model_info = model_info or {}
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return torch_dtype(self.dtype)
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, task: str | Task | None = None,

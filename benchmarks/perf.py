@@ -164,9 +164,8 @@ def readout_section(model, model_bf16, tokenizer, dataset: str, n_items: int, n_
         result, seconds = timed(lambda: reader.predict(items))  # noqa: B023
         out[key] = {"items_per_s": len(items) / seconds, "probs": result.probs}
     exact = out["readout_float32"]["probs"]
-    for key in ("bf16", "bf16_autocast"):
-        probs = out[f"readout_{key.replace('bf16', 'bfloat16')}"]["probs"]
-        out[f"kl_fp32_{key}"] = float(kl_divergence(exact, probs).mean())
+    for name, key in (("bf16", "readout_bfloat16"), ("bf16_autocast", "readout_bfloat16_autocast")):
+        out[f"kl_fp32_{name}"] = float(kl_divergence(exact, out[key]["probs"]).mean())
     out["max_abs_diff_prefix_vs_no_prefix"] = float(
         np.abs(exact - out["readout_no_prefix_float32"]["probs"]).max())
 

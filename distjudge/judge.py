@@ -162,7 +162,8 @@ class Judge:
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, task: str | Task | None = None,
-                        adapter: str | Path | None = None, **kwargs) -> Judge:
+                        adapter: str | Path | None = None, dtype: str = "float32",
+                        **kwargs) -> Judge:
         """Load a backbone (default: the embedded SmolLM2) and, optionally, a trained run.
 
         ``adapter`` is a ``distjudge train`` output_dir (PEFT adapter or full model): its task
@@ -183,10 +184,11 @@ class Judge:
                 model = model or run.get("model")
                 info["adapter"] = str(run_file.parent)
                 info["adapter_sha256"] = folder_sha256(run_file.parent)
-        net, tokenizer, folder = load_model(model, adapter, kwargs.get("dtype", "float32"))
+        net, tokenizer, folder = load_model(model, adapter, dtype)
         info.update(model=str(model) if model else "smollm2-135m", model_folder=str(folder),
                     model_sha256=model_fingerprint(folder))
-        return cls(net, tokenizer, load_task(task or "nli"), model_info=info, **kwargs)
+        return cls(net, tokenizer, load_task(task or "nli"), dtype=dtype, model_info=info,
+                   **kwargs)
 
     # -- inference ---------------------------------------------------------------------------
 

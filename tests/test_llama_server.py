@@ -104,7 +104,9 @@ def test_wrong_model_name_is_a_clear_error(server, tmp_path, cli):
 
 @pytest.mark.slow
 def test_server_stopped_mid_run_then_resumed(tmp_path, cli):
-    items = read_chaosnli(24, start=400)
+    # yes / no: both labels sit in the top 20, so no item hovers at the top-k edge, where
+    # llama.cpp's prompt-cache numerics could flip it between scored and unscored across runs
+    items = real_items("lewidi-armis", 24)
     source = write_jsonl(tmp_path / "in.jsonl", items)
     out = tmp_path / "out.jsonl"
     port = free_port()
@@ -113,7 +115,7 @@ def test_server_stopped_mid_run_then_resumed(tmp_path, cli):
     proc = start_server(port, log)
     args = ["judge", "--backend", "openai", "--base-url", url, "--model", "judge",
             "--input", source, "--output", out, "--chunk_size", "8", "--concurrency", "1",
-            "--max_retries", "1"]
+            "--max_retries", "1", "--task", "yes-no"]
     run = subprocess.Popen(cli.command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env=cli.env())
     deadline = time.monotonic() + 120
@@ -140,10 +142,10 @@ def test_server_stopped_mid_run_then_resumed(tmp_path, cli):
         assert summary["requests_sent"] == 24 - done  # nothing already judged is asked again
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["id"] for r in rows] == [i["id"] for i in items]
-        again = ServedJudge(url, "judge", "nli").predict(items)
-        got = np.array([[r["distribution"][k] if r["distribution"] else np.nan
-                         for k in again.labels] for r in rows])  # NaN: unscored
-        np.testing.assert_allclose(got, again.probs, atol=1e-6)
+        assert all(r["distribution"] for r in rows)  # every item scored
+        again = ServedJudge(url, "judge", "yes-no").predict(items)
+        got = np.array([[r["distribution"][k] for k in again.labels] for r in rows])
+        np.testing.assert_allclose(got, again.probs, atol=1e-4)
     finally:
         stop(proc)
         log.close()

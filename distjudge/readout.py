@@ -128,6 +128,21 @@ def prefix_cache(model, prefix: Sequence[int], dtype: torch.dtype = torch.float3
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+class SharedPrefixCache(DynamicCache):
+    """A shared prefix's keys and values that a batch attends to but never extends.
+
+    Each layer's concatenation (prefix + batch) lives only while that layer runs; a
+    ``DynamicCache`` would keep all layers' until the forward pass returns, a transient of
+    layers x rows x (prefix + batch) keys and values that sets the judge's peak memory.
+    """
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.layers[layer_idx]
+        return (torch.cat([layer.keys, key_states], dim=-2),
+                torch.cat([layer.values, value_states], dim=-2))
+
+
 def answer_logits(model, batch: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
                   prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
     """Full-vocabulary logits [B, V] (fp32) at the answer position of a left-padded batch,
@@ -135,7 +150,7 @@ def answer_logits(model, batch: dict[str, torch.Tensor], dtype: torch.dtype = to
     extra = {"use_cache": False}
     if prefix:
         rows = batch["input_ids"].shape[0]
-        extra = {"use_cache": True, "past_key_values": DynamicCache(
+        extra = {"use_cache": True, "past_key_values": SharedPrefixCache(
             [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix],
             config=model.config)}
     with autocast(batch["input_ids"].device.type, dtype):

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.distance import jensenshannon
 
 from distjudge.batching import plan_batches
 from distjudge.cli import main as cli_main
 from distjudge.judge import Judge, Judgment
 from distjudge.models import default_gguf, file_sha256
-from distjudge.readout import encode_prompts
+from distjudge.readout import SharedPrefixCache, encode_prompts, pad_left, prefix_cache
 from distjudge.task import load_task
 
 pytestmark = pytest.mark.slow  # the real embedded model
@@ -255,3 +256,19 @@ def test_shared_prefixes_run_once_give_the_same_distributions(judge, chaosnli):
         shared = Judge(judge.model, judge.tokenizer, task, share_prefix=True).predict(batch)
         np.testing.assert_allclose(shared.probs, plain.probs, atol=2e-5)
         np.testing.assert_allclose(shared.label_mass, plain.label_mass, rtol=2e-4)
+
+
+def test_a_batch_attends_to_a_shared_prefix_without_extending_it(judge, chaosnli):
+    """The prefix's keys and values are read, never grown or copied into a per-batch cache."""
+    prompts = encode_prompts(judge.task, judge.tokenizer, chaosnli(4))
+    length = min(len(p) for p in prompts) - 3
+    prefix = prefix_cache(judge.model, prompts[0][:length])
+    before = [(k.clone(), v.clone()) for k, v in prefix]
+    batch = pad_left([p[length:] for p in prompts], judge.pad_id, length)
+    cache = SharedPrefixCache([(k.expand(4, -1, -1, -1), v.expand(4, -1, -1, -1))
+                               for k, v in prefix], config=judge.model.config)
+    with torch.no_grad():
+        judge.model(**batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    assert cache.get_seq_length() == length
+    for (k, v), (k0, v0) in zip(prefix, before):
+        assert k.shape[-2] == length and torch.equal(k, k0) and torch.equal(v, v0)

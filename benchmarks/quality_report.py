@@ -29,6 +29,12 @@ ORDER = ("uniform", "prior", "raw", "raw_temperature", "single_point", "kl", "kl
 OURS = ("kl_ce", "kl_ce_adv")
 
 
+def size_range(rows: list[dict], key: str) -> str:
+    """One size, or min–max where seeds' group-aware splits differ."""
+    low, high = min(r[key] for r in rows), max(r[key] for r in rows)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
 def load_results(path: Path) -> dict:
     results = json.loads(path.read_text()) if path.is_file() else {}
     for table in ("runs", "robustness", "sweeps"):
@@ -99,7 +105,7 @@ def main_table(results: dict) -> list[str]:
                 f"{mean_sd([100 * r['acc'] for r in rows], '{:.1f}')}% | "
                 f"{mean_sd([r['ece'] for r in rows])} | "
                 f"{f'{np.mean(mass):.4f}' if mass else '-'} | "
-                f"{rows[0]['n_test']} / {rows[0]['n_train']} | "
+                f"{size_range(rows, 'n_test')} / {size_range(rows, 'n_train')} | "
                 f"{f'{np.mean(secs):.0f}' if secs else '-'} |")
         ceiling = results["ceilings"].get(dataset)
         if ceiling is not None:

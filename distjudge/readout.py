@@ -18,6 +18,7 @@ A prefix shared by a batch's prompts can run once and be reused from its KV cach
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from contextlib import nullcontext
 
@@ -120,11 +121,20 @@ def can_share_prefix(model) -> bool:
     return all(t == "full_attention" for t in types) and not getattr(config, "sliding_window", 0)
 
 
+def cache_keyword(model) -> str:
+    """The keyword ``model.forward`` takes a KV cache by: ``cache`` in newer transformers 5.x,
+    ``past_key_values`` before (the old name still works there, with a deprecation warning)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def prefix_cache(model, prefix: Sequence[int], dtype: torch.dtype = torch.float32):
     """Keys and values of ``prefix`` per layer, to be shared by a batch (:func:`answer_logits`)."""
     ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=model.device)
     with autocast(ids.device.type, dtype):
-        cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    cache = getattr(out, "cache", None)
+    cache = out.past_key_values if cache is None else cache
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -150,7 +160,7 @@ def answer_logits(model, batch: dict[str, torch.Tensor], dtype: torch.dtype = to
     extra = {"use_cache": False}
     if prefix:
         rows = batch["input_ids"].shape[0]
-        extra = {"use_cache": True, "past_key_values": SharedPrefixCache(
+        extra = {"use_cache": True, cache_keyword(model): SharedPrefixCache(
             [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix],
             config=model.config)}
     with autocast(batch["input_ids"].device.type, dtype):

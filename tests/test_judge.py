@@ -20,7 +20,13 @@ from distjudge.batching import plan_batches
 from distjudge.cli import main as cli_main
 from distjudge.judge import Judge, Judgment
 from distjudge.models import default_gguf, file_sha256
-from distjudge.readout import SharedPrefixCache, encode_prompts, pad_left, prefix_cache
+from distjudge.readout import (
+    SharedPrefixCache,
+    cache_keyword,
+    encode_prompts,
+    pad_left,
+    prefix_cache,
+)
 from distjudge.task import load_task
 
 pytestmark = pytest.mark.slow  # the real embedded model
@@ -268,7 +274,8 @@ def test_a_batch_attends_to_a_shared_prefix_without_extending_it(judge, chaosnli
     cache = SharedPrefixCache([(k.expand(4, -1, -1, -1), v.expand(4, -1, -1, -1))
                                for k, v in prefix], config=judge.model.config)
     with torch.no_grad():
-        judge.model(**batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        judge.model(**batch, **{cache_keyword(judge.model): cache}, use_cache=True,
+                    logits_to_keep=1)
     assert cache.get_seq_length() == length
     for (k, v), (k0, v0) in zip(prefix, before):
         assert k.shape[-2] == length and torch.equal(k, k0) and torch.equal(v, v0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,7 @@ from distjudge.sources import get_source, load_source
 from distjudge.task import load_task
 
 sys.path.insert(0, str(Path(__file__).parent))
+from quality_report import pyplot, save_figure  # noqa: E402
 from train_step import measure_steps  # noqa: E402
 
 DATASETS = ("chaosnli-snli", "dices", "dialsummeval-coherence")
@@ -243,26 +245,41 @@ def profile_batch(judge: Judge, items: list[dict]) -> tuple[str, dict]:
 
 # -- 4. scale -----------------------------------------------------------------------------------
 
-# Run in a fresh interpreter (so RUSAGE_CHILDREN counts the judge alone): argv = the judge's
-# parts folder, then its command. Peak RSS is the kernel's high-water mark (model loading
-# included); "judging RSS" is the largest RSS sampled every 0.2 s once the first chunk is
-# written: memory while judging, after the model is loaded.
+# Run in a fresh interpreter: argv = the judge's parts folder, then its command. Each time a
+# chunk file appears, the child's RSS and its high-water mark since the last chunk are read, and
+# the mark is reset (``/proc/PID/clear_refs`` 5): each chunk's own peak. The process's peak RSS
+# (model loading included) is the largest of those marks and the one the kernel reports at exit
+# (RUSAGE_CHILDREN, which the resets also lower). "Judging RSS" is the largest RSS sampled every
+# 0.2 s once the first chunk is written: memory while judging, after the model is loaded.
 RUN_MEASURED = """
 import json, pathlib, resource, subprocess, sys, time
 parts, started, judging = pathlib.Path(sys.argv[1]), time.perf_counter(), None
 child = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+chunks, marks = [], []
+def read_status():
+    with open(f"/proc/{child.pid}/status") as status:
+        kb = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in status
+              if line.startswith(("VmRSS", "VmHWM"))}
+    return kb["VmRSS"], kb["VmHWM"]
 while child.poll() is None:
-    if judging is not None or any(parts.glob("chunk-*.jsonl")):
-        try:
-            with open(f"/proc/{child.pid}/status") as status:
-                kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
-            judging = max(judging or 0.0, kb / 1024)
-        except (OSError, StopIteration):
-            pass
+    try:
+        done = sum(1 for _ in parts.glob("chunk-*.jsonl")) if parts.is_dir() else 0
+        if judging is not None or done:
+            rss, hwm = read_status()
+            judging = max(judging or 0.0, rss)
+            if done > len(chunks):
+                with open(f"/proc/{child.pid}/clear_refs", "w") as clear:
+                    clear.write("5")
+                marks.append(hwm)
+                chunks.append({"chunk": done, "seconds": round(time.perf_counter() - started, 1),
+                               "rss_mb": round(rss, 1), "chunk_peak_mb": round(hwm, 1)})
+    except (OSError, KeyError):
+        pass
     time.sleep(0.2)
+at_exit = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"rc": child.returncode, "seconds": time.perf_counter() - started,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-                  "judging_rss_mb": judging}))
+                  "peak_rss_mb": max([at_exit, *marks]), "judging_rss_mb": judging,
+                  "chunks": chunks[1:]}))
 """
 
 
@@ -278,6 +295,14 @@ def judge_subprocess(input_path: Path, output: Path, model: str | None, dtype: s
     if measured["rc"] != 0:
         raise RuntimeError(f"distjudge judge failed on {input_path} (exit {measured['rc']})")
     return measured
+
+
+def host() -> str:
+    """The CPU the figures come from: machines of one name differ (AMX makes bf16 ~2x faster)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown CPU")
+    return f"{name}, {torch.get_num_threads()} threads, AMX {'yes' if 'amx_bf16' in info else 'no'}"
 
 
 def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],
@@ -299,7 +324,8 @@ def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],
             row = {"model": "tiny-2-layer" if model else "smollm2-135m", "dtype": dtype,
                    "items": n, "seconds": measured["seconds"],
                    "items_per_s": n / measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"],
-                   "judging_rss_mb": measured["judging_rss_mb"]}
+                   "judging_rss_mb": measured["judging_rss_mb"], "host": host(),
+                   "chunks": measured["chunks"]}
             rows.append(row)
             print(f"[scale] {row['model']} {n:>6} items: {row['seconds']:.1f} s, "
                   f"{row['items_per_s']:.1f} items/s, peak RSS {row['peak_rss_mb']:.0f} MB",
@@ -405,10 +431,7 @@ def markdown(out: dict) -> str:
               "chunk (`malloc_trim`). *Peak RSS* is the process's high-water mark, model "
               "loading included; *judging RSS* the largest RSS sampled every 0.2 s after the "
               "first chunk was written (memory while judging; none with a single chunk).", "",
-              *([f"Re-measured alone by `{out['scale_command']}` "
-                 f"({out['scale_seconds'] / 60:.1f} min"
-                 f"{'' if out.get('scale_complete', True) else ', still running: rows so far'}).",
-                 ""] if "scale_command" in out else []),
+              *scale_command_lines(out),
               "| model | dtype | items | seconds | items/s | peak RSS MB | judging RSS MB |",
               "|---|---|---|---|---|---|---|"]
     for r in out["scale"]:
@@ -416,8 +439,87 @@ def markdown(out: dict) -> str:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['items']:,} | {r['seconds']:.1f} | "
                      f"{r['items_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{'-' if judging is None else f'{judging:.0f}'} |")
+    lines += chunk_memory_lines(out["scale"])
     lines += ["", "## Targets", ""] + targets(out)
     return "\n".join(lines) + "\n"
+
+
+def row_command(out: dict, row: dict) -> str:
+    """The command that measured a scale row (rows from before rows carried it: the run's)."""
+    return row.get("command") or out.get("scale_command") or out["command"]
+
+
+def scale_command_lines(out: dict) -> list[str]:
+    """Which command measured which scale rows, when not all came from the full run."""
+    by_command: dict[str, list[dict]] = {}
+    for r in out["scale"]:
+        by_command.setdefault(row_command(out, r), []).append(r)
+    if list(by_command) == [out["command"]]:
+        return []
+    running = "" if out.get("scale_complete", True) else "; still running: rows so far"
+    lines = [f"- Rows of {', '.join(dict.fromkeys(r['model'] for r in rows))} measured by "
+             f"`{command}` ({sum(r['seconds'] for r in rows) / 60:.1f} min of judging"
+             f"{running if command == out.get('scale_command_running') else ''})"
+             f"{' on ' + rows[0]['host'] if 'host' in rows[0] else ''}."
+             for command, rows in by_command.items()]
+    return lines + [""]
+
+
+def tenths(chunks: list[dict], key: str) -> tuple[float, float]:
+    """Mean of ``key`` over the first and over the last tenth of a run's chunks."""
+    k = max(1, len(chunks) // 10)
+    return (float(np.mean([c[key] for c in chunks[:k]])),
+            float(np.mean([c[key] for c in chunks[-k:]])))
+
+
+def chunk_memory_lines(rows: list[dict]) -> list[str]:
+    """Per-chunk memory of each run with at least 20 chunks: does it drift as chunks pass?"""
+    runs = [r for r in rows if len(r.get("chunks", [])) >= 20]
+    if not runs:
+        return []
+    lines = ["", "### Memory chunk by chunk", "",
+             "Read as each 256-item chunk is written (the first chunk, which includes loading the "
+             "model, left out): the RSS between chunks, and each chunk's own peak (the kernel's "
+             "high-water mark, reset after every chunk). Mean of the first and of the last tenth "
+             "of the chunks. Plot: [perf_plots/scale_memory.png](perf_plots/scale_memory.png).", "",
+             "| model | items | chunks | RSS between chunks, first → last tenth MB | "
+             "chunk peak, first → last tenth MB | highest chunk peak MB |",
+             "|---|---|---|---|---|---|"]
+    for r in runs:
+        chunks = r["chunks"]
+        (rss0, rss1), (peak0, peak1) = tenths(chunks, "rss_mb"), tenths(chunks, "chunk_peak_mb")
+        lines.append(f"| {r['model']} | {r['items']:,} | {len(chunks)} | {rss0:.0f} → {rss1:.0f} "
+                     f"({100 * (rss1 / rss0 - 1):+.1f}%) | {peak0:.0f} → {peak1:.0f} "
+                     f"({100 * (peak1 / peak0 - 1):+.1f}%) | "
+                     f"{max(c['chunk_peak_mb'] for c in chunks):.0f} |")
+    lines += ["", "![memory per chunk](perf_plots/scale_memory.png)"]
+    return lines
+
+
+def plot_scale_memory(rows: list[dict], path: Path) -> bool:
+    """Each chunk's peak and the RSS between chunks against the items judged, per run."""
+    runs = [r for r in rows if len(r.get("chunks", [])) >= 20]
+    if not runs:
+        return False
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len({r["model"] for r in runs}), figsize=(11, 4), squeeze=False)
+    for ax, model in zip(axes[0], dict.fromkeys(r["model"] for r in runs)):
+        mine = [r for r in runs if r["model"] == model]
+        for r in mine:
+            chunks = r["chunks"]
+            items = [256 * c["chunk"] for c in chunks]
+            line, = ax.plot(items, [c["chunk_peak_mb"] for c in chunks], linewidth=1,
+                            label=f"{r['items']:,} items: chunk peak")
+            ax.plot(items, [c["rss_mb"] for c in chunks], linewidth=1, linestyle="--",
+                    color=line.get_color(), label=f"{r['items']:,} items: RSS between chunks")
+        ax.set(xscale="log", xlabel="items judged", ylabel="MB",
+               title=f"{model} ({mine[0]['dtype']})")
+        ax.legend(fontsize=7)
+    fig.suptitle("distjudge judge: memory as chunks pass")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, path)
+    return True
 
 
 def targets(out: dict) -> list[str]:
@@ -453,13 +555,18 @@ def targets(out: dict) -> list[str]:
     return lines
 
 
+def size_list(text: str) -> list[int]:
+    """``"100,1000"`` -> ``[100, 1000]``; an empty string measures no size of that model."""
+    return [int(n) for n in text.split(",") if n.strip()]
+
+
 def measure_scale(args, on_row: Callable[[list[dict], float], None] = lambda rows, s: None
                   ) -> tuple[list[dict], float]:
     """The scale rows and the seconds they took; ``on_row(rows so far, seconds)`` after each."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        rows = scale_section(Path(work), [int(n) for n in args.default_sizes.split(",")],
-                             [int(n) for n in args.tiny_sizes.split(",")],
+        rows = scale_section(Path(work), size_list(args.default_sizes),
+                             size_list(args.tiny_sizes),
                              lambda rows: on_row(rows, time.perf_counter() - started))
     return rows, time.perf_counter() - started
 
@@ -519,8 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampled", type=int, default=16, help="Items sampled 20 times.")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="Timed training steps.")
-    parser.add_argument("--default_sizes", default="100,1000,10000,100000")
-    parser.add_argument("--tiny_sizes", default="100,1000,10000,100000")
+    parser.add_argument("--default_sizes", default="100,1000,10000,100000",
+                        help="Item counts for the default model ('' with --sections scale: "
+                        "keep its rows).")
+    parser.add_argument("--tiny_sizes", default="100,1000,10000,100000",
+                        help="Item counts for the tiny model ('' with --sections scale: keep "
+                        "its rows).")
     parser.add_argument("--output", default="benchmarks/results/perf.json")
     parser.add_argument("--sections", choices=("all", "scale"), default="all",
                         help="scale: re-measure the scale section alone into the existing "
@@ -529,27 +640,38 @@ def main(argv: list[str] | None = None) -> int:
                         help="Rewrite perf.md from an existing perf.json; measure nothing.")
     args = parser.parse_args(argv)
     output = Path(args.output)
-    command = "python benchmarks/perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/perf.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.report_only or args.sections == "scale":
         out = json.loads(output.read_text())
         options = " ".join(f"--{k} {v}" for k, v in out["settings"].items()
                            if k not in ("output", "report_only") and v != parser.get_default(k))
         out.setdefault("command", f"python benchmarks/perf.py {options}".strip())
         if args.sections == "scale":  # re-measure the scale alone; keep the other sections
-            out["scale_command"] = command.strip()
+            for r in out["scale"]:  # rows measured before rows carried their command
+                r["command"] = row_command(out, r)
+            for key in ("scale_command", "scale_seconds"):
+                out.pop(key, None)
+            sizes = {"tiny-2-layer": args.tiny_sizes, "smollm2-135m": args.default_sizes}
+            kept = [r for r in out["scale"] if not size_list(sizes[r["model"]])]
+            out["scale_command_running"] = command.strip()
 
             def save_so_far(rows: list[dict], seconds: float) -> None:  # a killed run keeps them
-                out["scale"], out["scale_seconds"] = list(rows), seconds
+                out["scale"] = kept + [dict(r, command=command.strip()) for r in rows]
+                out["scale"].sort(key=lambda r: (list(sizes).index(r["model"]), r["items"]))
                 out["scale_complete"] = False
                 write_results(output, out)
 
-            out["scale"], out["scale_seconds"] = measure_scale(args, save_so_far)
+            save_so_far(*measure_scale(args, save_so_far))
+            out.pop("scale_command_running")
     else:
         started = time.perf_counter()
         out = measure_all(args)
         out["total_seconds"] = time.perf_counter() - started
         out["command"] = command.strip()
+        for r in out["scale"]:
+            r["command"] = out["command"]
     if args.report_only:
+        plot_scale_memory(out["scale"], output.parent / "perf_plots" / "scale_memory.png")
         atomic_write_text(output.with_suffix(".md"), markdown(out))
     else:
         out["scale_complete"] = True
@@ -562,6 +684,7 @@ def write_results(output: Path, out: dict) -> None:
     """perf.json (``peak_rss_mb`` derived from the scale rows) and perf.md, atomically."""
     out["peak_rss_mb"] = {f"{r['model']}/{r['items']}": r["peak_rss_mb"] for r in out["scale"]}
     atomic_write_json(output, out)
+    plot_scale_memory(out["scale"], output.parent / "perf_plots" / "scale_memory.png")
     atomic_write_text(output.with_suffix(".md"), markdown(out))
 
 

@@ -248,7 +248,7 @@ def sweeps_table(results: dict) -> list[str]:
 
 # -- plots -----------------------------------------------------------------------------------
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -257,15 +257,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     tmp.replace(path)
 
 
 def plot_kl_by_method(results: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     groups = grouped(results["runs"])
     datasets = list(dict.fromkeys(d for d, _ in groups))
     methods = sorted({v for _, v in groups},
@@ -281,7 +281,7 @@ def plot_kl_by_method(results: dict, path: Path) -> None:
     ax.set_ylim(0, min(2.0, ax.get_ylim()[1]))
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def items_path(output: Path, key: str) -> Path:
@@ -307,7 +307,7 @@ def plot_reliability_and_entropy(results: dict, output: Path, path: Path) -> boo
                 picked[(row["dataset"], variant(row))] = got
     if not picked:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     datasets = list(dict.fromkeys(d for d, _ in picked))
     fig, axes = plt.subplots(2, len(datasets), figsize=(4.5 * len(datasets), 8), squeeze=False)
     for col, dataset in enumerate(datasets):
@@ -329,7 +329,7 @@ def plot_reliability_and_entropy(results: dict, output: Path, path: Path) -> boo
         rel.legend(fontsize=7)
         ent.legend(fontsize=7, markerscale=3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -337,7 +337,7 @@ def plot_kl_vs_annotators(results: dict, path: Path) -> bool:
     rows = [r for r in results["robustness"] if r.get("annotators")]
     if not rows:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     series = defaultdict(list)
     for r in rows:
@@ -350,7 +350,7 @@ def plot_kl_vs_annotators(results: dict, path: Path) -> bool:
            title="KL vs annotators per item")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 

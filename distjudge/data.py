@@ -208,18 +208,23 @@ def validate_record(
 
 
 def read_items(
-    path: str | Path, task: Task, require_labels: bool = False
+    path: str | Path, task: Task, require_labels: bool = False, check_ids: bool = True
 ) -> Iterator[dict]:
-    """Stream validated items; each gets ``id`` (row number when absent) and ``counts``."""
+    """Stream validated items; each gets ``id`` (row number when absent) and ``counts``.
+
+    ``check_ids`` refuses a repeated id, which means holding every id seen; a pass over a file
+    that :func:`check_file` has already checked skips it, so its memory does not grow with the file.
+    """
     lookup = label_lookup(task)
     seen: set[str] = set()
     for line_no, record in iter_records(path):
         where = f"{path}:{line_no}"
         item = validate_record(record, task, where, require_labels, lookup)
         item_id = str(item.get("id", f"row-{line_no}"))
-        if item_id in seen:
-            raise DataError(f"{where}: field 'id': duplicate id {item_id!r}")
-        seen.add(item_id)
+        if check_ids:
+            if item_id in seen:
+                raise DataError(f"{where}: field 'id': duplicate id {item_id!r}")
+            seen.add(item_id)
         item["id"] = item_id
         yield item
 

@@ -294,11 +294,12 @@ def judge_file_in_chunks(input_path: str | Path, output_path: str | Path, task: 
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_json(parts / "signature.json", signature)
 
-    chunk_files = []
+    n_chunks = 0
+    items = read_items(input_path, task, check_ids=False)  # checked above; held ids would grow
     with tqdm(total=n_items, unit="item", desc="judging", disable=not progress) as bar:
-        for k, chunk in enumerate(chunked(read_items(input_path, task), chunk_size)):
-            chunk_file = parts / f"chunk-{k:07d}.jsonl"
-            chunk_files.append(chunk_file)
+        for k, chunk in enumerate(chunked(items, chunk_size)):
+            chunk_file = parts / chunk_name(k)
+            n_chunks += 1
             if not chunk_file.is_file():
                 journal = parts / f"chunk-{k:07d}.journal.jsonl"
                 judged = judge_chunk(chunk, journal)
@@ -306,10 +307,14 @@ def judge_file_in_chunks(input_path: str | Path, output_path: str | Path, task: 
                 atomic_write_text(chunk_file, jsonl_text(rows))
                 journal.unlink(missing_ok=True)
             bar.update(len(chunk))
-    _join(chunk_files, output_path)
+    _join([parts / chunk_name(k) for k in range(n_chunks)], output_path)
     atomic_write_json(sig_path, signature)
     shutil.rmtree(parts)
     return {"items": n_items, "output": str(output_path), "status": "done"}
+
+
+def chunk_name(k: int) -> str:
+    return f"chunk-{k:07d}.jsonl"
 
 
 def average_orders(task: Task, both: Judgment, n: int) -> Judgment:

@@ -142,3 +142,13 @@ def test_empty_file_has_no_items(tmp_path):
     path.write_text("\n")
     with pytest.raises(DataError, match="no items"):
         check_file(path, NLI)
+
+
+def test_a_checked_file_is_read_again_without_holding_its_ids(tmp_path, files):
+    rows = [{"id": "a", "premise": "p", "hypothesis": "h"},
+            {"id": "a", "premise": "q", "hypothesis": "h"}]
+    path = files.jsonl(tmp_path / "dup.jsonl", rows)
+    with pytest.raises(DataError, match=r"dup\.jsonl:2: field 'id': duplicate id 'a'"):
+        check_file(path, NLI)
+    # the judging pass after check_file keeps no set of ids, so its memory stays flat
+    assert [item["premise"] for item in read_items(path, NLI, check_ids=False)] == ["p", "q"]

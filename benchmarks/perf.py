@@ -512,9 +512,10 @@ def plot_scale_memory(rows: list[dict], path: Path) -> bool:
                             label=f"{r['items']:,} items: chunk peak")
             ax.plot(items, [c["rss_mb"] for c in chunks], linewidth=1, linestyle="--",
                     color=line.get_color(), label=f"{r['items']:,} items: RSS between chunks")
-        ax.set(xscale="log", xlabel="items judged", ylabel="MB",
+        top = max(c["chunk_peak_mb"] for r in mine for c in r["chunks"])
+        ax.set(xlabel="items judged", ylabel="MB", ylim=(0, 1.15 * top),
                title=f"{model} ({mine[0]['dtype']})")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("distjudge judge: memory as chunks pass")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logsumexp
 
 from distjudge.data import DataError, iter_records, label_lookup, load_items, validate_record
-from distjudge.metrics import METRICS, bootstrap_scores, kl_divergence
+from distjudge.metrics import METRICS, bootstrap_scores
 from distjudge.task import Task, load_task
 
 
@@ -35,10 +36,20 @@ def fit_temperature(p: np.ndarray, q: np.ndarray, low: float = 0.01, high: float
     """The temperature T minimizing mean KL(p ‖ softmax(log q / T)) over a reference set.
 
     The loss is convex in β = 1/T (cross-entropy of a log-sum-exp), so a golden-section search
-    over β in [1/high, 1/low] finds its minimum.
+    over β in [1/high, 1/low] finds its minimum. It is computed in log space: through
+    probabilities, a sharp β underflows q to the KL floor, the loss flattens there, and the
+    search can walk into that plateau (it once fitted T = 0.01 where T = 100 was best).
     """
-    def loss(beta: float) -> float:
-        return float(kl_divergence(p, apply_temperature(q, 1 / beta)).mean())
+    p = np.asarray(p, np.float64)
+    log_q = np.log(np.maximum(np.asarray(q, np.float64), 1e-300))
+    with np.errstate(divide="ignore"):
+        entropy_terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
+
+    def loss(beta: float) -> float:  # mean KL(p ‖ softmax(β log q)), 0 · log 0 = 0
+        z = beta * log_q
+        log_q_beta = z - logsumexp(z, axis=1, keepdims=True)
+        cross = np.where(p > 0, p * log_q_beta, 0.0).sum(-1)
+        return float((entropy_terms - cross).mean())
 
     a, b = 1 / high, 1 / low
     ratio = (np.sqrt(5) - 1) / 2

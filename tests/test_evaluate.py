@@ -217,3 +217,21 @@ def test_fit_temperature_matches_scipy_and_undoes_a_known_scaling():
     loss = kl_divergence(p, apply_temperature(noisy, found)).mean()
     assert loss <= ref.fun + 1e-7
     np.testing.assert_allclose(apply_temperature(q, 1.0), q, atol=1e-12)
+
+
+def test_fit_temperature_is_not_trapped_where_a_sharp_judge_underflows():
+    """A judge whose argmax is never the humans' label is best flattened (T at the top bound);
+    through probabilities the loss saturated at large 1/T and the search ran there instead."""
+    from distjudge.evaluation import apply_temperature, fit_temperature
+    from distjudge.metrics import kl_divergence
+
+    rng = np.random.default_rng(1)
+    p = np.zeros((50, 5))
+    p[:, 3:] = rng.dirichlet(np.ones(2), size=50)  # humans: only labels 4 and 5
+    q = rng.dirichlet(np.ones(5), size=50)
+    q[:, 0] += 3.0  # the judge: mostly label 1
+    q /= q.sum(axis=1, keepdims=True)
+    found = fit_temperature(p, q)
+    grid = [0.01, 0.1, 1.0, 10.0, 100.0]
+    losses = [kl_divergence(p, apply_temperature(q, t)).mean() for t in grid]
+    assert losses[-1] == min(losses) and found > 99.0

@@ -109,8 +109,9 @@ def main_table(results: dict) -> list[str]:
                 f"{f'{np.mean(secs):.0f}' if secs else '-'} |")
         ceiling = results["ceilings"].get(dataset)
         if ceiling is not None:
-            lines.append(f"| {dataset} | *human split-half ceiling* | | {ceiling:.3f} | | | | | "
-                         "| |")
+            shown = (f"{ceiling:.3f}" if not np.isnan(ceiling)
+                     else "n/a: no test item has ≥ 4 annotations")
+            lines.append(f"| {dataset} | *human split-half ceiling* | | {shown} | | | | | | |")
         if dataset in PAPER:
             kl, acc, where = PAPER[dataset]
             lines.append(f"| {dataset} | *paper: {where}* | 5 | {kl:.2f} | | {100 * acc:.1f}% |"

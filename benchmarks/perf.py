@@ -3,6 +3,9 @@ training steps, scale and precision. Run it alone on the machine (timings share 
 
     python benchmarks/perf.py --default_sizes 100,1000,10000   # ~35 min on the 2-core machine
     python benchmarks/perf.py --sections scale                  # the scale alone, to 10^5: ~2.2 h
+    python benchmarks/perf.py --sections scale --tiny_sizes ''  # the default model's rows alone
+
+Times are for a 2-core CPU with AMX; without AMX bf16 runs at ~0.55x (10^5 items: ~3.3 h).
 
 1. Readout, on real items of ChaosNLI-SNLI (nli, 3 labels), DICES (safety, 3) and DialSummEval
    coherence (rating, 5), default model, fp32: our one-pass readout, which runs the prompt prefix
@@ -21,7 +24,8 @@ training steps, scale and precision. Run it alone on the machine (timings share 
    one batch.
 3. Training step of each objective (benchmarks/train_step.py), bf16 full fine-tuning, batch 8.
 4. Scale: ``distjudge judge`` as a subprocess on 10^2..10^5 SNLI items (20,000 distinct ones,
-   replicated beyond): wall time, peak RSS and RSS while judging. The default model's 10^5 items
+   replicated beyond): wall time, peak RSS, RSS while judging, and each chunk's RSS and own
+   peak (does memory drift as chunks pass?). The default model's 10^5 items
    take ~1.9 h on 2 cores (``--default_sizes`` leaves them out; ``--sections scale`` re-measures
    the scale alone, keeping the other sections); a 2-layer random model with the same tokenizer
    runs all sizes, measuring the pipeline.

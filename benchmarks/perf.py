@@ -431,7 +431,8 @@ def markdown(out: dict) -> str:
               "ideep layer keep per matmul shape at 128 each (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`"
               ", `LRU_CACHE_CAPACITY`; set on import unless already set), loads bf16 weights "
               "for `--dtype bfloat16`, reads a shared prefix's keys and values in place (no "
-              "per-batch cache copy), and hands freed heap pages back to the OS after each "
+              "per-batch cache copy), keeps nothing per item beyond its chunk (ids are checked "
+              "for repeats before judging), and hands freed heap pages back to the OS after each "
               "chunk (`malloc_trim`). *Peak RSS* is the process's high-water mark, model "
               "loading included; *judging RSS* the largest RSS sampled every 0.2 s after the "
               "first chunk was written (memory while judging; none with a single chunk).", "",

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-from distjudge.sources import load_source
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def perf():
-    try:
-        load_source("snli")
-    except Exception as err:  # noqa: BLE001 - any missing-data error means: skip
-        pytest.skip(f"real data absent: {err}")
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("perf", BENCHMARKS / "perf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("perf", "snli")
 
 
 def test_scale_row_records_each_chunks_memory(perf, tmp_path):

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from distjudge.sources import load_source
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def quality():
-    try:
-        load_source("chaosnli-snli")
-    except Exception as err:  # noqa: BLE001 - any missing-data error means: skip
-        pytest.skip(f"real data absent: {err}")
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("quality", BENCHMARKS / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("quality", "chaosnli-snli")
 
 
 def test_cells_rows_resume_and_report(quality, tiny_model, tmp_path, capsys):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.special import logsumexp
 
 from distjudge.data import DataError, iter_records, label_lookup, load_items, validate_record
 from distjudge.metrics import METRICS, bootstrap_scores
@@ -42,12 +41,12 @@ def fit_temperature(p: np.ndarray, q: np.ndarray, low: float = 0.01, high: float
     """
     p = np.asarray(p, np.float64)
     log_q = np.log(np.maximum(np.asarray(q, np.float64), 1e-300))
-    with np.errstate(divide="ignore"):
-        entropy_terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
+    entropy_terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
 
     def loss(beta: float) -> float:  # mean KL(p ‖ softmax(β log q)), 0 · log 0 = 0
         z = beta * log_q
-        log_q_beta = z - logsumexp(z, axis=1, keepdims=True)
+        top = z.max(axis=1, keepdims=True)
+        log_q_beta = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
         cross = np.where(p > 0, p * log_q_beta, 0.0).sum(-1)
         return float((entropy_terms - cross).mean())
 

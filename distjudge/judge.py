@@ -301,7 +301,7 @@ def judge_file_in_chunks(input_path: str | Path, output_path: str | Path, task: 
             chunk_file = parts / chunk_name(k)
             n_chunks += 1
             if not chunk_file.is_file():
-                journal = parts / f"chunk-{k:07d}.journal.jsonl"
+                journal = parts / chunk_name(k, ".journal.jsonl")
                 judged = judge_chunk(chunk, journal)
                 rows = [output_row(item, row) for item, row in zip(chunk, judged)]
                 atomic_write_text(chunk_file, jsonl_text(rows))
@@ -313,8 +313,9 @@ def judge_file_in_chunks(input_path: str | Path, output_path: str | Path, task: 
     return {"items": n_items, "output": str(output_path), "status": "done"}
 
 
-def chunk_name(k: int) -> str:
-    return f"chunk-{k:07d}.jsonl"
+def chunk_name(k: int, suffix: str = ".jsonl") -> str:
+    """File name of chunk ``k`` (or of its journal) in ``<output>.parts/``."""
+    return f"chunk-{k:07d}{suffix}"
 
 
 def average_orders(task: Task, both: Judgment, n: int) -> Judgment:

@@ -85,8 +85,8 @@ def _source_class():
                     with source.open("wb") as out:
                         shutil.copyfileobj(f, out, 1 << 22)
                 try:
-                    items = read_items(source, task, check_ids=not self.local)  # local: checked
-                    for chunk in chunked(items, self.chunk_size):
+                    records = read_items(source, task, check_ids=not self.local)  # local: checked
+                    for chunk in chunked(records, self.chunk_size):
                         items = [json.dumps(output_row(item, {})) for item in chunk]
                         yield pa.table({"item": items})
                 except DataError as err:

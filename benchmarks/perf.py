@@ -470,6 +470,11 @@ def scale_command_lines(out: dict) -> list[str]:
     return lines + [""]
 
 
+def runs_with_chunks(rows: list[dict]) -> list[dict]:
+    """Scale rows with enough chunks (20) to show whether memory drifts."""
+    return [r for r in rows if len(r.get("chunks", [])) >= 20]
+
+
 def tenths(chunks: list[dict], key: str) -> tuple[float, float]:
     """Mean of ``key`` over the first and over the last tenth of a run's chunks."""
     k = max(1, len(chunks) // 10)
@@ -479,7 +484,7 @@ def tenths(chunks: list[dict], key: str) -> tuple[float, float]:
 
 def chunk_memory_lines(rows: list[dict]) -> list[str]:
     """Per-chunk memory of each run with at least 20 chunks: does it drift as chunks pass?"""
-    runs = [r for r in rows if len(r.get("chunks", [])) >= 20]
+    runs = runs_with_chunks(rows)
     if not runs:
         return []
     lines = ["", "### Memory chunk by chunk", "",
@@ -503,12 +508,13 @@ def chunk_memory_lines(rows: list[dict]) -> list[str]:
 
 def plot_scale_memory(rows: list[dict], path: Path) -> bool:
     """Each chunk's peak and the RSS between chunks against the items judged, per run."""
-    runs = [r for r in rows if len(r.get("chunks", [])) >= 20]
+    runs = runs_with_chunks(rows)
     if not runs:
         return False
     plt = pyplot()
-    fig, axes = plt.subplots(1, len({r["model"] for r in runs}), figsize=(11, 4), squeeze=False)
-    for ax, model in zip(axes[0], dict.fromkeys(r["model"] for r in runs)):
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    fig, axes = plt.subplots(1, len(models), figsize=(11, 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
         mine = [r for r in runs if r["model"] == model]
         for r in mine:
             chunks = r["chunks"]
@@ -677,8 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in out["scale"]:
             r["command"] = out["command"]
     if args.report_only:
-        plot_scale_memory(out["scale"], output.parent / "perf_plots" / "scale_memory.png")
-        atomic_write_text(output.with_suffix(".md"), markdown(out))
+        write_report(output, out)
     else:
         out["scale_complete"] = True
         write_results(output, out)
@@ -690,6 +695,11 @@ def write_results(output: Path, out: dict) -> None:
     """perf.json (``peak_rss_mb`` derived from the scale rows) and perf.md, atomically."""
     out["peak_rss_mb"] = {f"{r['model']}/{r['items']}": r["peak_rss_mb"] for r in out["scale"]}
     atomic_write_json(output, out)
+    write_report(output, out)
+
+
+def write_report(output: Path, out: dict) -> None:
+    """perf.md and its plot beside ``output``, from the figures in ``out``."""
     plot_scale_memory(out["scale"], output.parent / "perf_plots" / "scale_memory.png")
     atomic_write_text(output.with_suffix(".md"), markdown(out))
 

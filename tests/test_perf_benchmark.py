@@ -21,8 +21,8 @@ def test_scale_row_records_each_chunks_memory(perf, tmp_path):
     assert numbers[-1] <= 12  # 3,000 items are 12 chunks of 256
     for c in chunks:  # the RSS is read with the mark, which it cannot exceed
         assert 0 < c["rss_mb"] <= c["chunk_peak_mb"]
-    assert row["peak_rss_mb"] >= max(c["chunk_peak_mb"] for c in chunks)
     # chunk records are rounded to 0.1 MB: compare within that rounding
+    assert row["peak_rss_mb"] >= max(c["chunk_peak_mb"] for c in chunks) - 0.05
     assert row["judging_rss_mb"] >= max(c["rss_mb"] for c in chunks) - 0.05
 
 

@@ -11,7 +11,7 @@
 A cell is one (dataset, method, backbone, seed, split, training variant). Finished cells are kept
 in ``benchmarks/results/quality.json`` (written atomically after each cell, re-read first so
 concurrent invocations do not lose rows) and never redone: a killed run continues where it
-stopped. Each cell's per-item human and model distributions go to ``quality_items/`` (the plots
+stopped, a cell killed while training from its last checkpoint (every 50 steps). Each cell's per-item human and model distributions go to ``quality_items/`` (the plots
 and the perturbed-target study are computed from them).
 
 Methods: ``uniform``, ``prior`` (train label prior), ``raw`` (zero-shot), ``raw_temperature``
@@ -34,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.trainer_utils import get_last_checkpoint
 
 from distjudge.adversarial import project_simplex_ball
 from distjudge.data import count_distributions
 from distjudge.evaluation import apply_temperature, fit_temperature, label_prior
-from distjudge.io import atomic_write_json, jsonl_text
-from distjudge.judge import Judge
+from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
+from distjudge.judge import RUN_FILE, Judge
 from distjudge.metrics import kl_divergence, score
 from distjudge.sources import get_source, load_source, split_items, subsample_annotations
 from distjudge.sources.pairwise import both_orders
@@ -59,6 +60,7 @@ METHODS = {  # trained methods: objective settings
 BASELINES = ("uniform", "prior", "raw", "raw_temperature")
 TRAINING = {"finetuning": "full", "learning_rate": 5e-5, "num_train_epochs": 2.0,
             "per_device_train_batch_size": 8, "bf16": True, "max_length": 512}
+CHECKPOINT_STEPS = 50  # a killed cell resumes from its last checkpoint (~5-10 min of steps)
 SWEEPS = [{"alpha": a, "epsilon": 0.25} for a in (0.5, 0.8, 1.0)] + [
     {"alpha": 0.8, "epsilon": e} for e in (0.0, 0.1)]  # one axis at a time around kl_ce_adv
 ROBUST_METHODS = ("single_point", "kl_ce", "kl_ce_adv")
@@ -115,12 +117,18 @@ def fine_tune(cell: dict, items: list[dict], model: str | None, run_dir: Path, t
     """Train one judge into ``run_dir``; pairwise tasks see both orders."""
     if task.swappable:
         items = both_orders(items, task)
+    if (run_dir / RUN_FILE).is_file():  # trained before a kill (a pretraining stage)
+        return json.loads((run_dir / RUN_FILE).read_text())
     train_file = run_dir.with_suffix(".train.jsonl")
-    train_file.write_text(jsonl_text(items))
+    atomic_write_text(train_file, jsonl_text(items))
     options = {**TRAINING, **METHODS.get(cell["method"], {}), **cell["settings"]}
+    resume = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    if resume:
+        print(f"  resuming from {resume}", flush=True)
     config = DistJudgeConfig(output_dir=str(run_dir), train_file=str(train_file), task=task_name,
-                             model=model, save_strategy="no", seed=cell["seed"],
-                             report_to="none", **options)
+                             model=model, seed=cell["seed"], report_to="none",
+                             save_strategy="steps", save_steps=CHECKPOINT_STEPS,
+                             save_total_limit=1, resume_from_checkpoint=resume, **options)
     record = train(config)
     train_file.unlink()
     return record

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from distjudge.adversarial import adversarial_target
 from distjudge.data import load_items
+from distjudge.io import atomic_write_json
 from distjudge.judge import RUN_FILE, package_versions
 from distjudge.metrics import score
 from distjudge.models import file_sha256, load_model, model_fingerprint
@@ -41,6 +43,7 @@ from distjudge.readout import (
 from distjudge.task import Task, load_task
 
 DEFAULT_LR = {"full": 1e-4, "lora": 1e-3}  # chosen on a ChaosNLI dev split (README)
+TIME_FILE = "distjudge_time.json"  # in each checkpoint: training seconds so far (for resumes)
 
 
 @dataclass
@@ -225,11 +228,30 @@ def build_model(config: DistJudgeConfig):
 
 
 class _Timer(TrainerCallback):
+    """Wall seconds of training (and of the adversary within it), across resumes: each checkpoint
+    keeps the totals so far in ``TIME_FILE``, and a run resumed from it starts from them."""
+
+    def __init__(self, resume: str | None, adversary_seconds: Callable[[], float]):
+        self.before = {"train_seconds": 0.0, "adversary_seconds": 0.0}
+        if resume and (Path(resume) / TIME_FILE).is_file():
+            self.before.update(json.loads((Path(resume) / TIME_FILE).read_text()))
+        self.adversary_seconds = adversary_seconds
+        self.start = time.perf_counter()
+
+    def totals(self) -> dict:
+        return {"train_seconds": self.before["train_seconds"] + time.perf_counter() - self.start,
+                "adversary_seconds": self.before["adversary_seconds"] + self.adversary_seconds()}
+
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.perf_counter()
 
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            atomic_write_json(folder / TIME_FILE, self.totals())
+
     def on_train_end(self, args, state, control, **kwargs):
-        self.seconds = time.perf_counter() - self.start
+        self.seconds = self.totals()
 
 
 def train(config: DistJudgeConfig) -> dict:
@@ -245,17 +267,18 @@ def train(config: DistJudgeConfig) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_set = JudgeDataset(train_items, task, tokenizer, config.max_length)
     eval_set = JudgeDataset(eval_items, task, tokenizer, config.max_length) if eval_items else None
-    timer = _Timer()
-    trainer = DistJudgeTrainer(
-        model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=JudgeCollator(int(pad)), compute_metrics=compute_metrics,
-        callbacks=[timer], label_index=index,
-    )
     resume = config.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = get_last_checkpoint(config.output_dir)
         if resume is None:
             raise FileNotFoundError(f"{config.output_dir}: no checkpoint to resume from")
+    trainer = DistJudgeTrainer(
+        model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
+        data_collator=JudgeCollator(int(pad)), compute_metrics=compute_metrics,
+        label_index=index,
+    )
+    timer = _Timer(resume, lambda: trainer.adversary_seconds)
+    trainer.add_callback(timer)
     trainer.train(resume_from_checkpoint=resume)
     metrics = trainer.evaluate() if eval_set is not None else {}
     record = {
@@ -268,8 +291,7 @@ def train(config: DistJudgeConfig) -> dict:
                   "items": len(train_set), "truncated": train_set.truncated},
         "eval": {"path": config.eval_file, "items": len(eval_set) if eval_set else 0},
         "dev_metrics": metrics,
-        "train_seconds": getattr(timer, "seconds", None),
-        "adversary_seconds": trainer.adversary_seconds,
+        **timer.seconds,
         "global_steps": trainer.state.global_step,
         "log_history": trainer.state.log_history,
         "world_size": config.world_size,

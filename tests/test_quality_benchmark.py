@@ -50,6 +50,28 @@ def test_cells_rows_resume_and_report(quality, tiny_model, tmp_path, capsys):
     assert len(json.loads(output.read_text())["runs"]) == 4
 
 
+def test_a_killed_cell_resumes_from_its_checkpoint(quality, tiny_model, tmp_path, monkeypatch,
+                                                   capsys):
+    monkeypatch.setattr(quality, "CHECKPOINT_STEPS", 1)
+    task = quality.load_task("nli")
+    cell = {"dataset": "chaosnli-snli", "method": "kl_ce", "backbone": "x", "seed": 0,
+            "split": "test", "limit": 16, "settings": {"max_steps": 2}, "train_source": None,
+            "pretrain": None, "annotators": None}
+    items, _ = quality.cell_data(cell, task)
+    run_dir = tmp_path / "cell"
+    first = quality.fine_tune(cell, items, str(tiny_model), run_dir, "nli", task)
+    assert first["global_steps"] == 2 and (run_dir / "checkpoint-2").is_dir()
+    (run_dir / quality.RUN_FILE).unlink()  # as if killed after its checkpoint at step 2
+    capsys.readouterr()
+    again = quality.fine_tune({**cell, "settings": {"max_steps": 4}}, items, str(tiny_model),
+                              run_dir, "nli", task)
+    assert "resuming from" in capsys.readouterr().out
+    assert again["global_steps"] == 4
+    assert again["train_seconds"] > first["train_seconds"]  # the first part is counted too
+    assert quality.fine_tune(cell, items, str(tiny_model), run_dir, "nli", task) == \
+        json.loads((run_dir / quality.RUN_FILE).read_text())  # a finished stage is not redone
+
+
 def test_annotator_subsampling_and_transfer_cells(quality):
     task = quality.load_task("nli")
     base = {"dataset": "chaosnli-snli", "method": "kl_ce", "backbone": "x", "seed": 0,

@@ -16,7 +16,8 @@ import torch
 from conftest import read_chaosnli, write_jsonl
 from safetensors.torch import load_file
 
-from distjudge.trainer import DistJudgeConfig, train
+from distjudge.judge import RUN_FILE
+from distjudge.trainer import TIME_FILE, DistJudgeConfig, train
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -78,7 +79,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model, data_fi
     proc = subprocess.Popen(_train_cmd(killed, tiny_model, data_files["train"]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (killed / "checkpoint-4" / "trainer_state.json").is_file():
+    saved = killed / "checkpoint-4"
+    while not ((saved / "trainer_state.json").is_file() and (saved / TIME_FILE).is_file()):
         assert proc.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -94,6 +96,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model, data_fi
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"max |resumed - uninterrupted| = {diff:.3g}")
     assert diff <= 1e-6
+    # the resumed run's time counts the killed part too: the totals its checkpoint kept, and more
+    before = json.loads((saved / TIME_FILE).read_text())["train_seconds"]
+    record = json.loads((killed / RUN_FILE).read_text())
+    assert before > 0 and record["train_seconds"] > before
 
 
 def test_accelerate_two_processes(tmp_path, tiny_model, data_files):

@@ -5,7 +5,8 @@ training steps, scale and precision. Run it alone on the machine (timings share 
     python benchmarks/perf.py --sections scale                  # the scale alone, to 10^5: ~2.2 h
     python benchmarks/perf.py --sections scale --tiny_sizes ''  # the default model's rows alone
 
-Times are for a 2-core CPU with AMX; without AMX bf16 runs at ~0.55x (10^5 items: ~3.3 h).
+Times are for a 2-core CPU with AMX; without AMX bf16 runs at ~0.55x, so there the scale section
+judges in fp32 (``--scale_dtype auto``; 10^5 items: ~2.3 h).
 
 1. Readout, on real items of ChaosNLI-SNLI (nli, 3 labels), DICES (safety, 3) and DialSummEval
    coherence (rating, 5), default model, fp32: our one-pass readout, which runs the prompt prefix
@@ -301,22 +302,33 @@ def judge_subprocess(input_path: Path, output: Path, model: str | None, dtype: s
     return measured
 
 
+def cpu_info() -> str:
+    return Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+
+
 def host() -> str:
     """The CPU the figures come from: machines of one name differ (AMX makes bf16 ~2x faster)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    info = cpu_info()
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
                  if line.startswith("model name")), "unknown CPU")
     return f"{name}, {torch.get_num_threads()} threads, AMX {'yes' if 'amx_bf16' in info else 'no'}"
 
 
+def fastest_dtype() -> str:
+    """bf16 where AMX runs its matmuls (405 vs 141 GFLOP/s fp32 on one host), else fp32 (307
+    vs 158 bf16 on a host of the same name without AMX; the judge 11.7 vs 8.7 items/s)."""
+    return "bfloat16" if "amx_bf16" in cpu_info() else "float32"
+
+
 def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],
-                  on_row: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+                  on_row: Callable[[list[dict]], None] = lambda rows: None,
+                  default_dtype: str = "bfloat16") -> list[dict]:
     """`distjudge judge` timed on growing copies of SNLI; ``on_row(rows so far)`` after each."""
     base = load_source("snli")  # 20,000 distinct items: a 256-item chunk never holds a copy
     tiny = save_tiny_model(work / "tiny", hidden_size=64)
     rows = []
     for model, sizes, dtype in ((str(tiny), tiny_sizes, "float32"),
-                                (None, default_sizes, "bfloat16")):
+                                (None, default_sizes, default_dtype)):
         for n in sizes:
             items = [{**base[i % len(base)], "id": f"{base[i % len(base)]['id']}#{i}"}
                      for i in range(n)]
@@ -577,9 +589,10 @@ def measure_scale(args, on_row: Callable[[list[dict], float], None] = lambda row
     """The scale rows and the seconds they took; ``on_row(rows so far, seconds)`` after each."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
+        dtype = fastest_dtype() if args.scale_dtype == "auto" else args.scale_dtype
         rows = scale_section(Path(work), size_list(args.default_sizes),
                              size_list(args.tiny_sizes),
-                             lambda rows: on_row(rows, time.perf_counter() - started))
+                             lambda rows: on_row(rows, time.perf_counter() - started), dtype)
     return rows, time.perf_counter() - started
 
 
@@ -644,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny_sizes", default="100,1000,10000,100000",
                         help="Item counts for the tiny model ('' with --sections scale: keep "
                         "its rows).")
+    parser.add_argument("--scale_dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="The default model's dtype in the scale section; auto: bfloat16 "
+                        "on a CPU with AMX, else float32 (the faster one there).")
     parser.add_argument("--output", default="benchmarks/results/perf.json")
     parser.add_argument("--sections", choices=("all", "scale"), default="all",
                         help="scale: re-measure the scale section alone into the existing "

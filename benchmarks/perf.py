@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -52,6 +53,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from distjudge import KERNEL_CACHE_CAPACITY
 from distjudge.batching import plan_batches
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.judge import Judge
@@ -341,6 +343,7 @@ def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],
                    "items": n, "seconds": measured["seconds"],
                    "items_per_s": n / measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"],
                    "judging_rss_mb": measured["judging_rss_mb"], "host": host(),
+                   "kernel_cache_capacity": int(os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]),
                    "chunks": measured["chunks"]}
             rows.append(row)
             print(f"[scale] {row['model']} {n:>6} items: {row['seconds']:.1f} s, "
@@ -440,8 +443,9 @@ def markdown(out: dict) -> str:
               f"{out['cvxpy_overhead_pct']:.1f}% (the paper reported +21% training time).", "",
               "## Scale: `distjudge judge` on SNLI items (20,000 distinct, replicated beyond)", "",
               "distjudge caps the caches of compiled CPU kernels that oneDNN and PyTorch's "
-              "ideep layer keep per matmul shape at 128 each (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`"
-              ", `LRU_CACHE_CAPACITY`; set on import unless already set), loads bf16 weights "
+              f"ideep layer keep per matmul shape at {KERNEL_CACHE_CAPACITY} each "
+              "(`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, `LRU_CACHE_CAPACITY`; set on import unless "
+              "already set; column *kernel caches*: the cap a row ran with), loads bf16 weights "
               "for `--dtype bfloat16`, reads a shared prefix's keys and values in place (no "
               "per-batch cache copy), keeps nothing per item beyond its chunk (ids are checked "
               "for repeats before judging), and hands freed heap pages back to the OS after each "
@@ -449,16 +453,22 @@ def markdown(out: dict) -> str:
               "loading included; *judging RSS* the largest RSS sampled every 0.2 s after the "
               "first chunk was written (memory while judging; none with a single chunk).", "",
               *scale_command_lines(out),
-              "| model | dtype | items | seconds | items/s | peak RSS MB | judging RSS MB |",
-              "|---|---|---|---|---|---|---|"]
+              "| model | dtype | kernel caches | items | seconds | items/s | peak RSS MB | "
+              "judging RSS MB |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in out["scale"]:
         judging = r.get("judging_rss_mb")
-        lines.append(f"| {r['model']} | {r['dtype']} | {r['items']:,} | {r['seconds']:.1f} | "
-                     f"{r['items_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+        lines.append(f"| {r['model']} | {r['dtype']} | {kernel_caches(r)} | {r['items']:,} | "
+                     f"{r['seconds']:.1f} | {r['items_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{'-' if judging is None else f'{judging:.0f}'} |")
     lines += chunk_memory_lines(out["scale"])
     lines += ["", "## Targets", ""] + targets(out)
     return "\n".join(lines) + "\n"
+
+
+def kernel_caches(row: dict) -> int:
+    """The kernel-cache cap a scale row ran with (rows from before rows recorded it: 128)."""
+    return row.get("kernel_cache_capacity", 128)
 
 
 def row_command(out: dict, row: dict) -> str:

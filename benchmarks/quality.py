@@ -11,8 +11,9 @@
 A cell is one (dataset, method, backbone, seed, split, training variant). Finished cells are kept
 in ``benchmarks/results/quality.json`` (written atomically after each cell, re-read first so
 concurrent invocations do not lose rows) and never redone: a killed run continues where it
-stopped, a cell killed while training from its last checkpoint (every 50 steps). Each cell's per-item human and model distributions go to ``quality_items/`` (the plots
-and the perturbed-target study are computed from them).
+stopped, a cell killed while training from its last checkpoint (every 50 steps). Each cell's
+per-item human and model distributions go to ``quality_items/`` (the plots and the
+perturbed-target study are computed from them).
 
 Methods: ``uniform``, ``prior`` (train label prior), ``raw`` (zero-shot), ``raw_temperature``
 (zero-shot, one temperature on the label logits fitted on train items), and the trained

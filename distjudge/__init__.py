@@ -10,11 +10,14 @@ from importlib import import_module
 
 # On CPU, oneDNN (bf16 matmuls) and PyTorch's ideep layer each keep compiled kernels per matmul
 # shape, up to 1,024: a long judge run meets ever new batch shapes and its memory keeps growing
-# (pytorch/pytorch#27971). 128 bounds both (benchmarks/results/perf.md). They are read when torch
-# builds its first such kernel, so this holds unless that happened before distjudge was imported;
-# a value already set wins.
+# (pytorch/pytorch#27971). 16 bounds both: judging bf16 on the default model, each chunk's peak
+# levels off within ~1,000 items (867 -> 889 MB; with 128: 951 -> 1,039 MB and still rising after
+# 2,560 items), at the same speed (benchmarks/results/perf.md). They are read when torch builds
+# its first such kernel, so this holds unless that happened before distjudge was imported; a
+# value already set wins.
+KERNEL_CACHE_CAPACITY = 16
 for _cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-    os.environ.setdefault(_cache, "128")
+    os.environ.setdefault(_cache, str(KERNEL_CACHE_CAPACITY))
 
 __version__ = "0.1.0"
 

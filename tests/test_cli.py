@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -288,3 +290,16 @@ def test_default_model_is_found_in_the_cache_given_by_the_environment(tmp_path, 
     monkeypatch.setenv("DISTJUDGE_CACHE", str(tmp_path))
     assert resolve_model(None) == folder
     assert resolve_model("smollm2-135m") == folder
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "16"), ("64", "64")])
+def test_import_caps_the_kernel_caches_unless_set(preset, expected):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+    if preset:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = env["LRU_CACHE_CAPACITY"] = preset
+    code = ("import os, sys, distjudge; assert 'torch' not in sys.modules; print("
+            "os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [expected, expected]

@@ -11,8 +11,8 @@ from importlib import import_module
 # On CPU, oneDNN (bf16 matmuls) and PyTorch's ideep layer each keep compiled kernels per matmul
 # shape, up to 1,024: a long judge run meets ever new batch shapes and its memory keeps growing
 # (pytorch/pytorch#27971). 16 bounds both: judging bf16 on the default model, each chunk's peak
-# levels off within ~1,000 items (867 -> 889 MB; with 128: 951 -> 1,039 MB and still rising after
-# 2,560 items), at the same speed (benchmarks/results/perf.md). They are read when torch builds
+# stays within 858-896 MB over 2,560 items (with 128: 946 -> 1,057 MB, still rising), at the same
+# speed (benchmarks/kernel_cache.py). They are read when torch builds
 # its first such kernel, so this holds unless that happened before distjudge was imported; a
 # value already set wins.
 KERNEL_CACHE_CAPACITY = 16

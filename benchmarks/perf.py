@@ -308,18 +308,21 @@ def cpu_info() -> str:
     return Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
 
 
+def has_amx() -> bool:
+    return "amx_bf16" in cpu_info()
+
+
 def host() -> str:
     """The CPU the figures come from: machines of one name differ (AMX makes bf16 ~2x faster)."""
-    info = cpu_info()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in cpu_info().splitlines()
                  if line.startswith("model name")), "unknown CPU")
-    return f"{name}, {torch.get_num_threads()} threads, AMX {'yes' if 'amx_bf16' in info else 'no'}"
+    return f"{name}, {torch.get_num_threads()} threads, AMX {'yes' if has_amx() else 'no'}"
 
 
 def fastest_dtype() -> str:
     """bf16 where AMX runs its matmuls (405 vs 141 GFLOP/s fp32 on one host), else fp32 (307
     vs 158 bf16 on a host of the same name without AMX; the judge 11.7 vs 8.7 items/s)."""
-    return "bfloat16" if "amx_bf16" in cpu_info() else "float32"
+    return "bfloat16" if has_amx() else "float32"
 
 
 def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],

@@ -116,10 +116,10 @@ def cell_data(cell: dict, task) -> tuple[list, list]:
 def fine_tune(cell: dict, items: list[dict], model: str | None, run_dir: Path, task_name: str,
               task) -> dict:
     """Train one judge into ``run_dir``; pairwise tasks see both orders."""
-    if task.swappable:
-        items = both_orders(items, task)
     if (run_dir / RUN_FILE).is_file():  # trained before a kill (a pretraining stage)
         return json.loads((run_dir / RUN_FILE).read_text())
+    if task.swappable:
+        items = both_orders(items, task)
     train_file = run_dir.with_suffix(".train.jsonl")
     atomic_write_text(train_file, jsonl_text(items))
     options = {**TRAINING, **METHODS.get(cell["method"], {}), **cell["settings"]}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from distjudge.data import DataError, iter_records, label_lookup, load_items, validate_record
-from distjudge.metrics import METRICS, bootstrap_scores
+from distjudge.metrics import METRICS, bootstrap_scores, entropy
 from distjudge.task import Task, load_task
 
 
@@ -41,14 +41,14 @@ def fit_temperature(p: np.ndarray, q: np.ndarray, low: float = 0.01, high: float
     """
     p = np.asarray(p, np.float64)
     log_q = np.log(np.maximum(np.asarray(q, np.float64), 1e-300))
-    entropy_terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
+    neg_entropy = -entropy(p)  # Σ p log p per row
 
     def loss(beta: float) -> float:  # mean KL(p ‖ softmax(β log q)), 0 · log 0 = 0
         z = beta * log_q
         top = z.max(axis=1, keepdims=True)
         log_q_beta = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
         cross = np.where(p > 0, p * log_q_beta, 0.0).sum(-1)
-        return float((entropy_terms - cross).mean())
+        return float((neg_entropy - cross).mean())
 
     a, b = 1 / high, 1 / low
     ratio = (np.sqrt(5) - 1) / 2

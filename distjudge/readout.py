@@ -128,8 +128,13 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+@torch.inference_mode()
 def prefix_cache(model, prefix: Sequence[int], dtype: torch.dtype = torch.float32):
-    """Keys and values of ``prefix`` per layer, to be shared by a batch (:func:`answer_logits`)."""
+    """Keys and values of ``prefix`` per layer, to be shared by a batch (:func:`answer_logits`).
+
+    Without autograd: kept keys and values carrying a graph would keep every layer's
+    activations of the prefix's forward pass alive as long as the prefix is in use.
+    """
     ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=model.device)
     with autocast(ids.device.type, dtype):
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)

@@ -279,3 +279,11 @@ def test_a_batch_attends_to_a_shared_prefix_without_extending_it(judge, chaosnli
     assert cache.get_seq_length() == length
     for (k, v), (k0, v0) in zip(prefix, before):
         assert k.shape[-2] == length and torch.equal(k, k0) and torch.equal(v, v0)
+
+
+def test_a_kept_prefix_holds_no_autograd_graph(judge, chaosnli):
+    """Keys and values with a grad_fn would keep all of the prefix pass's activations alive."""
+    prompts = encode_prompts(judge.task, judge.tokenizer, chaosnli(1))
+    assert any(p.requires_grad for p in judge.model.parameters())  # as loaded: trainable
+    prefix = prefix_cache(judge.model, prompts[0][:-3])
+    assert all(t.grad_fn is None and not t.requires_grad for kv in prefix for t in kv)

@@ -109,3 +109,26 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path)
     why = next(line for line in lines if "Why, measured" in line)
     expected = quality_report.js_divergence(judge, prior).mean()
     assert f"judge {expected:.4f}" in why and "humans" in why
+
+
+def test_an_unmet_reduction_target_says_where_the_kl_stays(quality, tmp_path):
+    import quality_report
+
+    output = tmp_path / "quality.json"
+    p = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    single = np.array([[0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.3, 0.5, 0.2], [0.2, 0.2, 0.6]])
+    ours = np.array([[0.7, 0.2, 0.1], [0.3, 0.5, 0.2], [0.3, 0.6, 0.1], [0.2, 0.2, 0.6]])
+    results = {"runs": [], "robustness": [], "sweeps": [], "ceilings": {}}
+    for method, q in (("single_point", single), ("kl_ce", ours)):
+        row = {"dataset": "snli", "method": method, "seed": 0, "limit": 4,
+               "key": f"snli/{method}/4", "kl": float(quality.kl_divergence(p, q).mean())}
+        results["runs"].append(row)
+        quality.save_items(quality.items_path(output, row["key"]), row, p, q, ["e", "n", "c"])
+    lines = quality_report.targets(results, output)
+    target = next(i for i, line in enumerate(lines) if "reduction over single point" in line)
+    assert "NOT met" in lines[target] and lines[target + 1].startswith("  Why, measured:")
+    kl = quality.kl_divergence(p, ours)  # ours misses the majority on item 1 only
+    why = lines[target + 1]
+    assert f"kl_ce KL {kl[[0, 2, 3]].mean():.3f} on the 75.0% of items" in why
+    assert f"{kl[1]:.3f} on the rest ({100 * kl[1] / kl.sum():.0f}% of its KL)" in why
+    assert "less confident than the humans" in why  # single point's top share 0.55 < 0.725

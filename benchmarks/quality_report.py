@@ -119,11 +119,28 @@ def main_table(results: dict) -> list[str]:
             shown = (f"{ceiling:.3f}" if not np.isnan(ceiling)
                      else "n/a: no test item has ≥ 4 annotations")
             lines.append(f"| {dataset} | *human split-half ceiling* | | {shown} | | | | | | |")
-        if dataset in PAPER:
-            kl, acc, where = PAPER[dataset]
+        papers = [PAPER[dataset]] if dataset in PAPER else []
+        if any(r.get("train_source") for r in results["runs"] if r["dataset"] == dataset):
+            papers.append(PAPER_TRANSFER)
+        for kl, acc, where in papers:
             lines.append(f"| {dataset} | *paper: {where}* | 5 | {kl:.2f} | | {100 * acc:.1f}% |"
                          " | | | |")
     return lines
+
+
+def multi_vote_table(results: dict) -> list[str]:
+    """MT-Bench cells again on the test items with at least 2 votes (most have just one)."""
+    groups = grouped([r for r in results["runs"] if r.get("votes_ge_2")])
+    if not groups:
+        return []
+    lines = ["## MT-Bench, test items with ≥ 2 votes alone", "",
+             "| dataset | method | seeds | n items | KL ↓ | acc ↑ |", "|---|---|---|---|---|---|"]
+    for (dataset, name), rows in sorted(groups.items(), key=lambda g: variant_order(g[0][1])):
+        sub = [r["votes_ge_2"] for r in rows]
+        lines.append(f"| {dataset} | {name} | {len(rows)} | {size_range(sub, 'n')} | "
+                     f"{mean_sd([s['kl'] for s in sub])} | "
+                     f"{mean_sd([100 * s['acc'] for s in sub], '{:.1f}')}% |")
+    return lines + [""]
 
 
 def seed0_items(results: dict, output: Path, dataset: str, method: str, limit: int | None = None
@@ -225,9 +242,10 @@ def where_kl_stays(results: dict, output: Path, dataset: str, limit: int | None,
     cells = {m: seed0_items(results, output, dataset, m, limit) for m in ("single_point", method)}
     if any(c is None for c in cells.values()):
         return "per-item distributions of single point or the judge were not saved."
-    parts = []
+    parts, kls = [], {}
     for name, (p, q) in cells.items():
         kl, hit = kl_divergence(p, q), majority_correct(p, q).astype(bool)
+        kls[name] = kl
         parts.append(f"{name} KL {kl[hit].mean():.3f} on the {100 * hit.mean():.1f}% of items "
                      f"whose majority label it picks, {kl[~hit].mean():.3f} on the rest "
                      f"({100 * kl[~hit].sum() / kl.sum():.0f}% of its KL), mean top-label share "
@@ -242,7 +260,7 @@ def where_kl_stays(results: dict, output: Path, dataset: str, limit: int | None,
     else:
         confident = "more confident than the humans"
     return (f"{'; '.join(parts)}; humans' mean top-label share {humans:.2f}. Our single point "
-            f"(KL {kl_divergence(p, q_single).mean():.3f}; the paper's 7B: {paper_single:.2f}) "
+            f"(KL {kls['single_point'].mean():.3f}; the paper's 7B: {paper_single:.2f}) "
             f"is {confident}. The paper's judge picks the majority label on "
             f"{100 * PAPER[dataset][1]:.1f}% of items.")
 
@@ -422,6 +440,7 @@ def write_report(output: Path) -> Path:
              f"Total CPU time of all cells: {total / 3600:.1f} h.", "",
              "## Main table (mean ± sd over seeds)", "", *main_table(results), "",
              "## Targets", "", *targets(results, output), "",
+             *multi_vote_table(results),
              "## Robustness", "", *robustness_tables(results),
              "## Sweeps (dev split carved from train; test never seen)", "",
              *sweeps_table(results), "## Plots", ""]

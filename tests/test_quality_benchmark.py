@@ -132,3 +132,21 @@ def test_an_unmet_reduction_target_says_where_the_kl_stays(quality, tmp_path):
     assert f"kl_ce KL {kl[[0, 2, 3]].mean():.3f} on the 75.0% of items" in why
     assert f"{kl[1]:.3f} on the rest ({100 * kl[1] / kl.sum():.0f}% of its KL)" in why
     assert "less confident than the humans" in why  # single point's top share 0.55 < 0.725
+
+
+def test_main_table_shows_multi_vote_items_and_the_papers_transfer_figure(quality):
+    import quality_report
+
+    base = {"seed": 0, "settings": {}, "jsd": 0.1, "ece": 0.1, "n_test": 10, "n_train": 40}
+    runs = [{**base, "dataset": "mt-bench", "method": "prior", "key": "m", "kl": 0.9, "acc": 0.4,
+             "votes_ge_2": {"n": 6, "kl": 0.8, "acc": 0.5}},
+            {**base, "dataset": "chaosnli-snli", "method": "kl_ce_adv", "key": "t", "kl": 0.4,
+             "acc": 0.6, "train_source": "snli-nochaos", "limit": 40}]
+    results = {"runs": runs, "robustness": [], "sweeps": [], "ceilings": {}}
+    multi = quality_report.multi_vote_table(results)
+    assert "| mt-bench | prior | 1 | 6 | 0.800 | 50.0% |" in multi
+    table = "\n".join(quality_report.main_table(results))
+    row = "| chaosnli-snli | kl_ce_adv, trained on snli-nochaos (40 items) only | 1 | 0.400 |"
+    assert row in table
+    assert "*paper: SNLI → ChaosNLI, Qwen2.5-7B, Table 6* | 5 | 0.31 |" in table
+    assert quality_report.multi_vote_table({**results, "runs": runs[1:]}) == []

@@ -150,3 +150,29 @@ def test_main_table_shows_multi_vote_items_and_the_papers_transfer_figure(qualit
     assert row in table
     assert "*paper: SNLI → ChaosNLI, Qwen2.5-7B, Table 6* | 5 | 0.31 |" in table
     assert quality_report.multi_vote_table({**results, "runs": runs[1:]}) == []
+
+
+def test_a_trained_rival_is_weighed_against_the_spread_over_seeds(quality, tmp_path):
+    import quality_report
+
+    output = tmp_path / "quality.json"
+    p = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    runs = []
+    for method, seed, kl in (("kl", 0, 0.10), ("kl", 1, 0.12), ("kl_ce_adv", 0, 0.09),
+                             ("kl_ce_adv", 1, 0.17)):
+        runs.append({"dataset": "toy", "method": method, "seed": seed, "settings": {},
+                     "key": f"toy/{method}/{seed}", "kl": kl})
+    q = {"kl": np.array([[0.7, 0.3], [0.6, 0.4], [0.4, 0.6]]),
+         "kl_ce_adv": np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]])}
+    for row in runs[::2]:  # seed 0 cells
+        quality.save_items(quality.items_path(output, row["key"]), row, p, q[row["method"]],
+                           ["a", "b"])
+    results = {"runs": runs, "robustness": [], "sweeps": [], "ceilings": {}}
+    lines = quality_report.targets(results, output)
+    assert any("NOT met: kl has 0.110" in line for line in lines)
+    why = next(line for line in lines if "Why, measured" in line)
+    assert "seed 0 -0.0100, seed 1 +0.0500" in why and "mean gap 0.0200" in why
+    assert f"sd over seeds {np.std([0.09, 0.17], ddof=1):.4f}" in why
+    missed = quality.kl_divergence(p, q["kl_ce_adv"])[1]  # it misses item 1's majority only
+    assert "top-label share kl 0.633, kl_ce_adv 0.767, humans 0.700" in why
+    assert f"kl (misses none), kl_ce_adv {missed:.3f}." in why

@@ -40,7 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from distjudge.adversarial import project_simplex_ball
 from distjudge.data import count_distributions
 from distjudge.evaluation import apply_temperature, fit_temperature, label_prior
-from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
+from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text, terminate_as_interrupt
 from distjudge.judge import RUN_FILE, Judge
 from distjudge.metrics import kl_divergence, score
 from distjudge.sources import get_source, load_source, split_items, subsample_annotations
@@ -330,4 +330,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with terminate_as_interrupt():  # a killed run leaves no temp files; rerun to resume
+        sys.exit(main())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distjudge.data import DataError, check_file
+from distjudge.io import terminate_as_interrupt
 from distjudge.models import ModelError
 from distjudge.task import TaskError, load_task
 
@@ -245,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        with terminate_as_interrupt():
+            return COMMANDS[argv[0]](argv[1:])
     except USER_ERRORS as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"distjudge: error: {message}", file=sys.stderr)

@@ -1,11 +1,14 @@
-"""Atomic file output: a reader never sees a half-written file."""
+"""Atomic file output: a reader never sees a half-written file; a killed run cleans up."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -31,3 +34,25 @@ def atomic_write_json(path: str | Path, data) -> None:
 
 def jsonl_text(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, ``timeout``, a batch scheduler) like Ctrl-C inside the block.
+
+    Python's default SIGTERM ends the process at once: no ``except``/``finally`` runs, so
+    temporary files and half-converted model folders stay behind. As a KeyboardInterrupt,
+    the run cleans up and stops with the same "rerun to resume" message as Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -303,3 +303,33 @@ def test_import_caps_the_kernel_caches_unless_set(preset, expected):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [expected, expected]
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """`kill`/`timeout`/a scheduler's SIGTERM runs the cleanup a Ctrl-C would (temp files go)."""
+    script = f"""
+import sys, time
+from pathlib import Path
+from distjudge import cli
+
+def hang(argv):
+    tmp = Path({str(tmp_path)!r}) / ".half-written.tmp"
+    tmp.write_text("partial")
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    except BaseException:
+        tmp.unlink()
+        raise
+
+cli.COMMANDS["hang"] = hang
+sys.exit(cli.main(["hang"]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted (rerun the same command to resume)" in err
+    assert list(tmp_path.iterdir()) == []

@@ -43,6 +43,7 @@ from distjudge.evaluation import apply_temperature, fit_temperature, label_prior
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text, terminate_as_interrupt
 from distjudge.judge import RUN_FILE, Judge
 from distjudge.metrics import kl_divergence, score
+from distjudge.objective import distributional_loss
 from distjudge.sources import get_source, load_source, split_items, subsample_annotations
 from distjudge.sources.pairwise import both_orders
 from distjudge.sources.stats import count_matrix, split_half
@@ -144,6 +145,29 @@ def judge_items(model, task, adapter, items: list[dict]) -> tuple[np.ndarray, np
     return result.probs, result.label_mass
 
 
+def epoch_losses(log_history: list[dict]) -> list[float]:
+    """Mean logged training loss of each epoch (epoch 1 covers logs at epochs in (0, 1])."""
+    by_epoch: dict[int, list[float]] = {}
+    for entry in log_history:
+        if "loss" in entry and "epoch" in entry:
+            by_epoch.setdefault(max(1, int(np.ceil(entry["epoch"]))), []).append(
+                float(entry["loss"]))
+    return [float(np.mean(by_epoch[e])) for e in sorted(by_epoch)]
+
+
+def prior_train_loss(cell: dict, train_items: list[dict], task) -> float | None:
+    """The training objective of the train label prior on the training items as trained: the
+    loss a judge that learned only the prior would log. None with an adversary (its targets
+    move with the model, so the logged loss is not on the same footing)."""
+    options = {**METHODS[cell["method"]], **cell["settings"]}
+    if options.get("epsilon", 0.0) > 0:
+        return None
+    items = both_orders(train_items, task) if task.swappable else train_items
+    p = count_distributions(items, task.label_names)
+    log_q = torch.log(torch.as_tensor(label_prior(p))).expand(p.shape[0], -1)
+    return float(distributional_loss(torch.as_tensor(p), log_q, options["alpha"]))
+
+
 def run_cell(cell: dict, work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     """Train (if the method trains) and evaluate one cell: its row, human p and model q."""
     task_name = get_source(cell["dataset"]).task
@@ -177,7 +201,9 @@ def run_cell(cell: dict, work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
             extra["pretrain_seconds"], model = pre["train_seconds"], str(pre_dir)
         record = fine_tune(cell, train_items, model, run_dir, task_name, task)
         extra.update(train_seconds=record["train_seconds"], steps=record["global_steps"],
-                     adversary_seconds=record["adversary_seconds"])
+                     adversary_seconds=record["adversary_seconds"],
+                     train_loss_by_epoch=epoch_losses(record["log_history"]),
+                     prior_train_loss=prior_train_loss(cell, train_items, task))
         q, mass = judge_items(None, task, run_dir, eval_items)
         extra["label_mass"] = float(mass.mean())
         for folder in (run_dir, run_dir.with_name(run_dir.name + ".pretrain")):

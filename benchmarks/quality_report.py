@@ -158,9 +158,20 @@ def away_from_prior(results: dict, output: Path, dataset: str, method: str) -> s
     if prior is None or ours is None:
         return "per-item distributions of the prior or the judge were not saved."
     p, q, q_prior = ours[0], ours[1], prior[1]
-    return (f"mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
+    text = (f"mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
             f"humans {js_divergence(p, q_prior).mean():.4f} (seed 0). A judge much closer to "
             "the prior than the humans are has learned little beyond the label prior.")
+    row = next((r for r in results["runs"] if (r["dataset"], r["method"], r["seed"]) ==
+                (dataset, method, 0) and is_plain(r) and r.get("split", "test") == "test"), {})
+    losses, floor = row.get("train_loss_by_epoch"), row.get("prior_train_loss")
+    if losses and floor is not None:
+        fitted = ("it did not fit its own training items better than the prior does either "
+                  "(underfitting, not overfitting)" if min(losses) >= 0.98 * floor else
+                  "it fit its training items better than the prior, but that did not carry "
+                  "over to the test items (overfitting)")
+        text += (f" Training loss per epoch {', '.join(f'{x:.3f}' for x in losses)}; the "
+                 f"prior's loss on the same training items {floor:.3f}: {fitted}.")
+    return text
 
 
 def against_trained(results: dict, output: Path, dataset: str, best: str, ours: str) -> str:

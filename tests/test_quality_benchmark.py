@@ -102,6 +102,8 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path)
     for method, q in (("prior", prior), ("kl_ce", judge)):
         row = {"dataset": "toy", "method": method, "seed": 0, "settings": {},
                "key": f"toy/{method}", "kl": float(quality.kl_divergence(p, q).mean())}
+        if method == "kl_ce":
+            row.update(train_loss_by_epoch=[0.52, 0.47], prior_train_loss=0.466)
         results["runs"].append(row)
         quality.save_items(quality.items_path(output, row["key"]), row, p, q, ["a", "b"])
     lines = quality_report.targets(results, output)
@@ -109,6 +111,27 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path)
     why = next(line for line in lines if "Why, measured" in line)
     expected = quality_report.js_divergence(judge, prior).mean()
     assert f"judge {expected:.4f}" in why and "humans" in why
+    assert "per epoch 0.520, 0.470; the prior's loss on the same training items 0.466" in why
+    assert "(underfitting, not overfitting)" in why
+
+
+def test_training_loss_per_epoch_and_the_priors_loss(quality):
+    history = [{"loss": 0.9, "epoch": 0.1}, {"loss": 0.7, "epoch": 1.0},
+               {"loss": 0.5, "epoch": 1.5}, {"eval_loss": 9.0, "epoch": 2.0},
+               {"loss": 0.3, "epoch": 2.0}, {"train_runtime": 1.0, "epoch": 2.0}]
+    assert quality.epoch_losses(history) == pytest.approx([0.8, 0.4])
+    task = quality.load_task("nli")
+    items = [{"label_counts": {"entailment": 3, "neutral": 1, "contradiction": 0}},
+             {"label_counts": {"entailment": 0, "neutral": 2, "contradiction": 2}}]
+    p = quality.count_distributions(items, task.label_names)
+    prior = p.mean(0)
+    cell = {"method": "kl", "settings": {}}  # alpha 1: the mean KL to the prior (numpy reference)
+    expected = quality.kl_divergence(p, np.tile(prior, (2, 1))).mean()
+    assert quality.prior_train_loss(cell, items, task) == pytest.approx(expected)
+    ce = -np.log(prior[[0, 1]]).mean()  # majorities: entailment; the tie goes to neutral
+    assert quality.prior_train_loss({**cell, "method": "kl_ce"}, items, task) == pytest.approx(
+        0.8 * expected + 0.2 * ce)
+    assert quality.prior_train_loss({**cell, "method": "kl_ce_adv"}, items, task) is None
 
 
 def test_an_unmet_reduction_target_says_where_the_kl_stays(quality, tmp_path):

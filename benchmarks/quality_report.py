@@ -143,13 +143,19 @@ def multi_vote_table(results: dict) -> list[str]:
     return lines + [""]
 
 
+def seed0_row(results: dict, dataset: str, method: str, limit: int | None = None) -> dict | None:
+    """The row of a plain seed-0 test cell (trained on ``limit`` items), if run."""
+    return next((r for r in results["runs"]
+                 if (r["dataset"], r["method"], r["seed"], r.get("limit")) ==
+                 (dataset, method, 0, limit)
+                 and is_plain({**r, "limit": None}) and r.get("split", "test") == "test"), None)
+
+
 def seed0_items(results: dict, output: Path, dataset: str, method: str, limit: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-item p and q of a plain seed-0 test cell (trained on ``limit`` items), if saved."""
-    keys = [r["key"] for r in results["runs"]
-            if (r["dataset"], r["method"], r["seed"], r.get("limit")) == (dataset, method, 0, limit)
-            and is_plain({**r, "limit": None}) and r.get("split", "test") == "test"]
-    return load_items_file(keys[0], output) if keys else None
+    row = seed0_row(results, dataset, method, limit)
+    return load_items_file(row["key"], output) if row else None
 
 
 def away_from_prior(results: dict, output: Path, dataset: str, method: str) -> str:
@@ -161,8 +167,7 @@ def away_from_prior(results: dict, output: Path, dataset: str, method: str) -> s
     text = (f"mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
             f"humans {js_divergence(p, q_prior).mean():.4f} (seed 0). A judge much closer to "
             "the prior than the humans are has learned little beyond the label prior.")
-    row = next((r for r in results["runs"] if (r["dataset"], r["method"], r["seed"]) ==
-                (dataset, method, 0) and is_plain(r) and r.get("split", "test") == "test"), {})
+    row = seed0_row(results, dataset, method) or {}
     losses, floor = row.get("train_loss_by_epoch"), row.get("prior_train_loss")
     if losses and floor is not None:
         fitted = ("it did not fit its own training items better than the prior does either "

@@ -3,10 +3,12 @@
 Skipped where no CUDA device is visible (CI has none). Run on a GPU machine with a small model
 folder and real items brought along::
 
-    DISTJUDGE_TINY_MODEL=<folder> DISTJUDGE_DATA=<datasets> python -m pytest tests/test_cuda.py
+    DISTJUDGE_TINY_MODEL=<folder> DISTJUDGE_DATA=<datasets> \
+        python -m pytest tests/test_cuda.py tests/test_trainer.py -k "not real"
 
 (the folder from ``distjudge.models.save_tiny_model``; the other trainer tests on a tiny model then
-run on the GPU as well).
+run on the GPU as well; ``-k "not real"`` leaves out the tests that load the default model, which
+such a machine lacks). Last run: H200, torch 2.11 + transformers 5.17, 7 passed (2026-11-30).
 """
 
 from __future__ import annotations

@@ -93,6 +93,12 @@ def is_plain(row: dict) -> bool:
                 or row.get("settings") or row.get("backbone", "smollm2-135m") != "smollm2-135m")
 
 
+def plain_test(row: dict, limit: int | None) -> bool:
+    """A plain test cell (default backbone and settings, own train split) of ``limit`` items."""
+    return (row.get("limit") == limit and is_plain({**row, "limit": None})
+            and row.get("split", "test") == "test")
+
+
 def main_table(results: dict) -> list[str]:
     groups = grouped(results["runs"])
     lines = ["| dataset | method | seeds | KL ↓ | JSD ↓ | acc ↑ | ECE ↓ | label mass | n test "
@@ -145,10 +151,8 @@ def multi_vote_table(results: dict) -> list[str]:
 
 def seed0_row(results: dict, dataset: str, method: str, limit: int | None = None) -> dict | None:
     """The row of a plain seed-0 test cell (trained on ``limit`` items), if run."""
-    return next((r for r in results["runs"]
-                 if (r["dataset"], r["method"], r["seed"], r.get("limit")) ==
-                 (dataset, method, 0, limit)
-                 and is_plain({**r, "limit": None}) and r.get("split", "test") == "test"), None)
+    return next((r for r in results["runs"] if (r["dataset"], r["method"], r["seed"]) ==
+                 (dataset, method, 0) and plain_test(r, limit)), None)
 
 
 def seed0_items(results: dict, output: Path, dataset: str, method: str, limit: int | None = None
@@ -158,16 +162,17 @@ def seed0_items(results: dict, output: Path, dataset: str, method: str, limit: i
     return load_items_file(row["key"], output) if row else None
 
 
-def away_from_prior(results: dict, output: Path, dataset: str, method: str) -> str:
+def away_from_prior(results: dict, output: Path, dataset: str, limit: int | None, method: str
+                    ) -> str:
     """How far the judge's and the humans' per-item distributions sit from the label prior."""
-    prior, ours = (seed0_items(results, output, dataset, m) for m in ("prior", method))
+    prior, ours = (seed0_items(results, output, dataset, m, limit) for m in ("prior", method))
     if prior is None or ours is None:
         return "per-item distributions of the prior or the judge were not saved."
     p, q, q_prior = ours[0], ours[1], prior[1]
     text = (f"mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
             f"humans {js_divergence(p, q_prior).mean():.4f} (seed 0). A judge much closer to "
             "the prior than the humans are has learned little beyond the label prior.")
-    row = seed0_row(results, dataset, method) or {}
+    row = seed0_row(results, dataset, method, limit) or {}
     losses, floor = row.get("train_loss_by_epoch"), row.get("prior_train_loss")
     if losses and floor is not None:
         fitted = ("it did not fit its own training items better than the prior does either "
@@ -179,13 +184,13 @@ def away_from_prior(results: dict, output: Path, dataset: str, method: str) -> s
     return text
 
 
-def against_trained(results: dict, output: Path, dataset: str, best: str, ours: str) -> str:
+def against_trained(results: dict, output: Path, dataset: str, limit: int | None, best: str,
+                    ours: str) -> str:
     """Why another trained method (kl, single point) beats ours: the gap per seed against
     the spread over seeds, then how confident each is beside the humans (seed 0)."""
     kls = defaultdict(dict)  # method -> seed -> KL, plain test cells
     for r in results["runs"]:
-        if (r["dataset"] == dataset and r["method"] in (best, ours) and is_plain(r)
-                and r.get("split", "test") == "test"):
+        if r["dataset"] == dataset and r["method"] in (best, ours) and plain_test(r, limit):
             kls[r["method"]][r["seed"]] = r["kl"]
     seeds = sorted(set(kls[best]) & set(kls[ours]))
     gaps = [kls[ours][s] - kls[best][s] for s in seeds]
@@ -193,7 +198,7 @@ def against_trained(results: dict, output: Path, dataset: str, best: str, ours: 
     text = (f"{ours} minus {best} per seed: "
             + ", ".join(f"seed {s} {g:+.4f}" for s, g in zip(seeds, gaps, strict=True))
             + f"; mean gap {np.mean(gaps):.4f} against {ours}'s sd over seeds {spread:.4f}.")
-    cells = {m: seed0_items(results, output, dataset, m) for m in (best, ours)}
+    cells = {m: seed0_items(results, output, dataset, m, limit) for m in (best, ours)}
     if all(c is not None for c in cells.values()):
         p = cells[best][0]
         shares = ", ".join(f"{m} {q.max(1).mean():.3f}" for m, (_, q) in cells.items())
@@ -210,7 +215,7 @@ def targets(results: dict, output: Path) -> list[str]:
     """Each target of the issue, checked against the rows (met / not met / not run)."""
     plain = defaultdict(list)  # (dataset, train items limit, method) -> KLs; one table each
     for row in results["runs"]:
-        if is_plain({**row, "limit": None}) and row.get("split", "test") == "test":
+        if plain_test(row, row.get("limit")):
             plain[(row["dataset"], row.get("limit"), row["method"])].append(row["kl"])
     means = {(d, m): float(np.mean(v)) for (d, limit, m), v in plain.items() if not limit}
     lines = []
@@ -227,10 +232,10 @@ def targets(results: dict, output: Path) -> list[str]:
             verdict = "met" if best in OURS else f"NOT met: {best} has {best_kl:.3f}"
             lines.append(f"- {label}: lowest mean KL among {len(ranked)} methods is "
                          f"{best} ({best_kl:.3f}); ours best {ours[1]} {ours[0]:.3f}: {verdict}.")
-            if best not in OURS and not limit:
-                why = (away_from_prior(results, output, dataset, ours[1])
+            if best not in OURS:
+                why = (away_from_prior(results, output, dataset, limit, ours[1])
                        if best in ("uniform", "prior") else
-                       against_trained(results, output, dataset, best, ours[1]))
+                       against_trained(results, output, dataset, limit, best, ours[1]))
                 lines.append(f"  Why, measured: {why}")
     trained = [r for r in results["runs"] if r["dataset"] == "chaosnli-snli"
                and r["method"] in OURS and r.get("split", "test") == "test"]

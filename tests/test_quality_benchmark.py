@@ -92,7 +92,8 @@ def test_annotator_subsampling_and_transfer_cells(quality):
     assert len(keys) == 3
 
 
-def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path):
+@pytest.mark.parametrize("limit", [None, 400])  # all train items, or a --limit subsample
+def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path, limit):
     import quality_report
 
     output = tmp_path / "quality.json"
@@ -100,7 +101,7 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path)
     prior, judge = np.tile([0.5, 0.5], (3, 1)), np.tile([0.55, 0.45], (3, 1))
     results = {"runs": [], "robustness": [], "sweeps": [], "ceilings": {}}
     for method, q in (("prior", prior), ("kl_ce", judge)):
-        row = {"dataset": "toy", "method": method, "seed": 0, "settings": {},
+        row = {"dataset": "toy", "method": method, "seed": 0, "settings": {}, "limit": limit,
                "key": f"toy/{method}", "kl": float(quality.kl_divergence(p, q).mean())}
         if method == "kl_ce":
             row.update(train_loss_by_epoch=[0.52, 0.47], prior_train_loss=0.466)

@@ -200,3 +200,25 @@ def test_a_trained_rival_is_weighed_against_the_spread_over_seeds(quality, tmp_p
     missed = quality.kl_divergence(p, q["kl_ce_adv"])[1]  # it misses item 1's majority only
     assert "top-label share kl 0.633, kl_ce_adv 0.767, humans 0.700" in why
     assert f"kl (misses none), kl_ce_adv {missed:.3f}." in why
+
+
+def test_still_to_run_lists_what_the_issue_asks_and_the_rows_lack(quality):
+    import quality_report
+
+    runs = [{"dataset": d, "method": m, "seed": s, "settings": {}, "kl": 0.1}
+            for d in quality_report.ISSUE_DATASETS for m in quality_report.ORDER for s in range(3)
+            if (d, m) != ("mt-bench", "kl") and (d, m, s) != ("dices", "kl_ce_adv", 2)]
+    runs.append({"dataset": "chaosnli-snli", "method": "kl_ce", "seed": 0, "settings": {},
+                 "kl": 0.1, "backbone": "gemma3-270m"})
+    robustness = [{"dataset": "dices", "method": "kl_ce", "annotators": 3, "kl": 0.1}]
+    sweeps = [{"dataset": "chaosnli-snli", "settings": {"alpha": 0.8, "epsilon": 0.25},
+               "kl": 0.1}]
+    lines = quality_report.still_to_run({"runs": runs, "robustness": robustness,
+                                         "sweeps": sweeps})
+    assert lines == [
+        "- mt-bench: kl not run.",
+        "- dices: 3 seeds asked; seeds run: kl_ce_adv 2.",
+        "- robustness (a), k annotators per item: 23 of 24 cells not run.",
+        "- sweeps on chaosnli-snli's dev split: α 0.5 ε 0.25, α 1.0 ε 0.25, α 0.8 ε 0.0, "
+        "α 0.8 ε 0.1 not run.",
+    ]

@@ -107,8 +107,11 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path,
             row.update(train_loss_by_epoch=[0.52, 0.47], prior_train_loss=0.466)
         results["runs"].append(row)
         quality.save_items(quality.items_path(output, row["key"]), row, p, q, ["a", "b"])
+    if limit:  # baselines on all train items too: that group points to the subsampled one
+        results["runs"].append({**results["runs"][0], "limit": None, "key": "toy/prior/all"})
     lines = quality_report.targets(results, output)
     assert any("NOT met: prior" in line for line in lines)
+    assert any(line.endswith("checked on its own line.") for line in lines) == bool(limit)
     why = next(line for line in lines if "Why, measured" in line)
     expected = quality_report.js_divergence(judge, prior).mean()
     assert f"judge {expected:.4f}" in why and "humans" in why

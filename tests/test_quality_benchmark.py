@@ -225,3 +225,18 @@ def test_still_to_run_lists_what_the_issue_asks_and_the_rows_lack(quality):
         "- sweeps on chaosnli-snli's dev split: α 0.5 ε 0.25, α 1.0 ε 0.25, α 0.8 ε 0.0, "
         "α 0.8 ε 0.1 not run.",
     ]
+
+
+def test_targets_compare_methods_on_the_seeds_both_ran(quality, tmp_path):
+    """A second seed's easier split must not let ours win against a rival run on seed 0 only."""
+    import quality_report
+
+    runs = [{"dataset": "chaosnli-snli", "method": m, "seed": s, "settings": {}, "kl": kl,
+             "key": f"c/{m}/{s}"}
+            for m, s, kl in (("prior", 0, 0.40), ("kl_ce_adv", 0, 0.42), ("kl_ce_adv", 1, 0.30))]
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": []},
+                                   tmp_path / "quality.json")
+    assert lines[0].startswith("- chaosnli-snli: ours best kl_ce_adv 0.360 (2 seeds)")
+    assert "NOT met: prior has 0.400 against 0.420 on seed 0." in lines[0]
+    below = next(line for line in lines if "20% below the prior" in line)
+    assert "best of ours 0.420 (kl_ce_adv) (on seed 0, the ones every method has)" in below

@@ -51,7 +51,13 @@ from distjudge.task import load_task
 from distjudge.trainer import DistJudgeConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality_report import items_path, load_results, write_report  # noqa: E402
+from quality_report import (  # noqa: E402
+    ROBUST_METHODS,
+    SWEEPS,
+    items_path,
+    load_results,
+    write_report,
+)
 
 METHODS = {  # trained methods: objective settings
     "single_point": {"alpha": 0.0, "epsilon": 0.0},
@@ -63,9 +69,6 @@ BASELINES = ("uniform", "prior", "raw", "raw_temperature")
 TRAINING = {"finetuning": "full", "learning_rate": 5e-5, "num_train_epochs": 2.0,
             "per_device_train_batch_size": 8, "bf16": True, "max_length": 512}
 CHECKPOINT_STEPS = 50  # a killed cell resumes from its last checkpoint (~5-10 min of steps)
-SWEEPS = [{"alpha": a, "epsilon": 0.25} for a in (0.5, 0.8, 1.0)] + [
-    {"alpha": 0.8, "epsilon": e} for e in (0.0, 0.1)]  # one axis at a time around kl_ce_adv
-ROBUST_METHODS = ("single_point", "kl_ce", "kl_ce_adv")
 DELTAS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25)  # perturbed-test-target study (paper, Table 3)
 SNLI_SAMPLE = 10_000  # the paper's SNLI setting: a sample of dev+test items
 TEMPERATURE_FIT_ITEMS = 1000

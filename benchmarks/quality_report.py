@@ -408,6 +408,62 @@ def robustness_tables(results: dict) -> list[str]:
     return lines or ["Not run yet.", ""]
 
 
+def condition(row: dict) -> str:
+    """What the cell varies besides the method: its variant name without the method."""
+    return variant(row)[len(row["method"]):].lstrip(", ")
+
+
+def adversarial_pairs(results: dict) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
+    """KL of kl_ce and kl_ce_adv per (dataset, condition) and seed: on the clean test split, on
+    test targets moved by the largest δ, and trained on k annotators per item."""
+    pairs: dict = defaultdict(lambda: defaultdict(dict))
+    top = max((r["delta"] for r in results["robustness"] if "delta" in r), default=None)
+    for row in [*results["runs"], *results["robustness"]]:
+        if row["method"] not in OURS or row.get("split", "test") != "test":
+            continue
+        if row.get("study") == "perturbed_test":
+            if row["delta"] != top:
+                continue
+            name = f"test targets moved by δ={top:.2f}"
+        elif row.get("annotators"):
+            name = f"trained on k={row['annotators']} annotators per item"
+        else:
+            name = "test"
+        name = ", ".join(filter(None, [name, condition(row)]))
+        pairs[(row["dataset"], name)][row["method"]][row["seed"]] = row["kl"]
+    return {key: kls for key, kls in pairs.items() if len(kls) == 2}
+
+
+def adversarial_table(results: dict) -> list[str]:
+    """kl_ce_adv against kl_ce (same α; only ε differs) on the seeds both ran."""
+    pairs = adversarial_pairs(results)
+    if not pairs:
+        return ["No dataset has both kl_ce and kl_ce_adv yet.", ""]
+    lines = ["Same α = 0.8; kl_ce_adv adds the ε = 0.25 adversarial target. Each comparison on "
+             "the seeds both ran (each seed its own split).", "",
+             "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce |",
+             "|---|---|---|---|---|---|"]
+    helped, hurt = [], []
+    for (dataset, name), kls in sorted(pairs.items()):
+        shared = sorted(set(kls["kl_ce"]) & set(kls["kl_ce_adv"]))
+        if not shared:
+            continue
+        plain, adv = (float(np.mean([kls[m][s] for s in shared])) for m in OURS)
+        lines.append(f"| {dataset} | {name} | {', '.join(map(str, shared))} | {plain:.3f} | "
+                     f"{adv:.3f} | {adv - plain:+.3f} |")
+        (helped if adv < plain else hurt).append(f"{dataset} ({name})")
+    spread = defaultdict(dict)
+    for row in results["runs"]:
+        if row["method"] in OURS and plain_test(row, None):
+            spread[(row["dataset"], row["method"])][row["seed"]] = row["kl"]
+    sds = [f"{m} {np.std(list(v.values()), ddof=1):.3f} on {d}"
+           for (d, m), v in sorted(spread.items()) if len(v) > 1]
+    lines += ["", f"kl_ce_adv is lower in {len(helped)} of {len(helped) + len(hurt)} "
+              f"comparisons; higher in: {'; '.join(hurt) or 'none'}. For scale, the sd of KL "
+              f"over seeds (splits): {', '.join(sds) or 'no method has two seeds yet'}.", ""]
+    return lines
+
+
 def sweeps_table(results: dict) -> list[str]:
     if not results["sweeps"]:
         return ["Not run yet.", ""]
@@ -585,6 +641,8 @@ def write_report(output: Path) -> Path:
              *still_to_run(results), "",
              *multi_vote_table(results),
              "## Robustness", "", *robustness_tables(results),
+             "### Adversarial training's effect (kl_ce_adv against kl_ce)", "",
+             *adversarial_table(results),
              "## Sweeps (dev split carved from train; test never seen)", "",
              *sweeps_table(results), "## Plots", ""]
     plot_kl_by_method(results, plots / "kl_by_method.png")

@@ -240,3 +240,33 @@ def test_targets_compare_methods_on_the_seeds_both_ran(quality, tmp_path):
     assert "NOT met: prior has 0.400 against 0.420 on seed 0." in lines[0]
     below = next(line for line in lines if "20% below the prior" in line)
     assert "best of ours 0.420 (kl_ce_adv) (on seed 0, the ones every method has)" in below
+
+
+def test_adversarial_effect_is_paired_per_condition_and_seed(quality):
+    """kl_ce_adv against kl_ce: clean test, most-perturbed targets and k annotators, each on
+    the seeds both ran; an unpaired seed does not enter the mean."""
+    import quality_report
+
+    def row(method, seed, kl, **extra):
+        return {"dataset": "dices", "method": method, "seed": seed, "settings": {}, "kl": kl,
+                **extra}
+
+    runs = [row("kl_ce", 0, 0.050), row("kl_ce_adv", 0, 0.040), row("kl_ce_adv", 1, 0.010),
+            row("kl_ce", 1, 0.060)]
+    robustness = [row("kl_ce", 0, 0.20, study="perturbed_test", delta=0.25),
+                  row("kl_ce_adv", 0, 0.15, study="perturbed_test", delta=0.25),
+                  row("kl_ce_adv", 0, 0.04, study="perturbed_test", delta=0.0),
+                  row("kl_ce", 0, 0.30, annotators=1), row("kl_ce_adv", 0, 0.35, annotators=1),
+                  row("kl_ce_adv", 2, 0.01, annotators=1)]
+    lines = quality_report.adversarial_table({"runs": runs, "robustness": robustness,
+                                              "sweeps": []})
+    table = [line for line in lines if line.startswith("| dices")]
+    assert table == [
+        "| dices | test | 0, 1 | 0.055 | 0.025 | -0.030 |",
+        "| dices | test targets moved by δ=0.25 | 0 | 0.200 | 0.150 | -0.050 |",
+        "| dices | trained on k=1 annotators per item | 0 | 0.300 | 0.350 | +0.050 |",
+    ]
+    summary = next(line for line in lines if line.startswith("kl_ce_adv is lower"))
+    assert "lower in 2 of 3 comparisons; higher in: dices (trained on k=1 annotators per item)" \
+        in summary
+    assert "kl_ce 0.007 on dices, kl_ce_adv 0.021 on dices" in summary

@@ -443,7 +443,7 @@ def adversarial_table(results: dict) -> list[str]:
              "the seeds both ran (each seed its own split).", "",
              "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce |",
              "|---|---|---|---|---|---|"]
-    helped, hurt = [], []
+    helped, hurt, same = [], [], []
     for (dataset, name), kls in sorted(pairs.items()):
         shared = sorted(set(kls["kl_ce"]) & set(kls["kl_ce_adv"]))
         if not shared:
@@ -451,16 +451,21 @@ def adversarial_table(results: dict) -> list[str]:
         plain, adv = (float(np.mean([kls[m][s] for s in shared])) for m in OURS)
         lines.append(f"| {dataset} | {name} | {', '.join(map(str, shared))} | {plain:.3f} | "
                      f"{adv:.3f} | {adv - plain:+.3f} |")
-        (helped if adv < plain else hurt).append(f"{dataset} ({name})")
+        where = f"{dataset} ({name})"
+        (same if abs(adv - plain) < 5e-4 else helped if adv < plain else hurt).append(where)
     spread = defaultdict(dict)
     for row in results["runs"]:
         if row["method"] in OURS and plain_test(row, None):
             spread[(row["dataset"], row["method"])][row["seed"]] = row["kl"]
     sds = [f"{m} {np.std(list(v.values()), ddof=1):.3f} on {d}"
            for (d, m), v in sorted(spread.items()) if len(v) > 1]
-    lines += ["", f"kl_ce_adv is lower in {len(helped)} of {len(helped) + len(hurt)} "
-              f"comparisons; higher in: {'; '.join(hurt) or 'none'}. For scale, the sd of KL "
-              f"over seeds (splits): {', '.join(sds) or 'no method has two seeds yet'}.", ""]
+    why = (" (one-hot targets: the ascent cannot leave the simplex's vertex, so ε changes "
+           "nothing)") if same and all("k=1 " in w for w in same) else ""
+    ties = f"; the same (within 5e-4) in: {'; '.join(same)}{why}" if same else ""
+    total = len(helped) + len(hurt) + len(same)
+    lines += ["", f"kl_ce_adv is lower in {len(helped)} of {total} comparisons; higher in: "
+              f"{'; '.join(hurt) or 'none'}{ties}. For scale, the sd of KL over seeds (splits): "
+              f"{', '.join(sds) or 'no method has two seeds yet'}.", ""]
     return lines
 
 

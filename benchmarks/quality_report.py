@@ -107,6 +107,15 @@ def plain_test(row: dict, limit: int | None) -> bool:
             and row.get("split", "test") == "test")
 
 
+def plain_kls(results: dict) -> dict[tuple, dict[int, float]]:
+    """KL per (dataset, train items limit, method) and seed, of the plain test cells."""
+    plain: dict = defaultdict(dict)
+    for row in results["runs"]:
+        if plain_test(row, row.get("limit")):
+            plain[(row["dataset"], row.get("limit"), row["method"])][row["seed"]] = row["kl"]
+    return plain
+
+
 def main_table(results: dict) -> list[str]:
     groups = grouped(results["runs"])
     lines = ["| dataset | method | seeds | KL ↓ | JSD ↓ | acc ↑ | ECE ↓ | label mass | n test "
@@ -196,10 +205,8 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
                     ours: str) -> str:
     """Why another trained method (kl, single point) beats ours: the gap per seed against
     the spread over seeds, then how confident each is beside the humans (seed 0)."""
-    kls = defaultdict(dict)  # method -> seed -> KL, plain test cells
-    for r in results["runs"]:
-        if r["dataset"] == dataset and r["method"] in (best, ours) and plain_test(r, limit):
-            kls[r["method"]][r["seed"]] = r["kl"]
+    plain = plain_kls(results)
+    kls = {m: plain.get((dataset, limit, m), {}) for m in (best, ours)}
     seeds = sorted(set(kls[best]) & set(kls[ours]))
     gaps = [kls[ours][s] - kls[best][s] for s in seeds]
     spread = np.std(list(kls[ours].values()), ddof=1) if len(kls[ours]) > 1 else float("nan")
@@ -233,15 +240,21 @@ def paired_means(kls: dict[str, dict[int, float]]) -> tuple[dict[str, float], st
     return means, note
 
 
+def shared_means(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, list[int]]:
+    """Mean KL of two methods over the seeds both ran (each seed is its own split)."""
+    shared = sorted(set(a) & set(b))
+    return (float(np.mean([a[s] for s in shared])) if shared else float("nan"),
+            float(np.mean([b[s] for s in shared])) if shared else float("nan"), shared)
+
+
 def rivals_below(kls: dict[str, dict[int, float]], ours: str) -> list[tuple]:
     """(method, its mean KL, ours' mean KL, seeds) for each other method whose mean, on the
     seeds it shares with ``ours`` (the split differs per seed), is below ours'; widest first."""
     below = []
     for method, by_seed in kls.items():
-        shared = sorted(set(by_seed) & set(kls[ours]))
+        theirs, mine, shared = shared_means(by_seed, kls[ours])
         if method in OURS or not shared:
             continue
-        theirs, mine = (float(np.mean([v[s] for s in shared])) for v in (by_seed, kls[ours]))
         if theirs < mine:
             below.append((method, theirs, mine, shared))
     return sorted(below, key=lambda r: r[1] - r[2])
@@ -278,10 +291,7 @@ def lowest_line(kls: dict[str, dict[int, float]], label: str, dataset: str, limi
 
 def targets(results: dict, output: Path) -> list[str]:
     """Each target of the issue, checked against the rows (met / not met / not run)."""
-    plain = defaultdict(dict)  # (dataset, train items limit, method) -> {seed: KL}
-    for row in results["runs"]:
-        if plain_test(row, row.get("limit")):
-            plain[(row["dataset"], row.get("limit"), row["method"])][row["seed"]] = row["kl"]
+    plain = plain_kls(results)
     lines = []
     for dataset, limit in dict.fromkeys((d, lim) for d, lim, _ in plain):
         kls = {m: v for (d, lim, m), v in plain.items() if (d, lim) == (dataset, limit)}
@@ -445,20 +455,16 @@ def adversarial_table(results: dict) -> list[str]:
              "|---|---|---|---|---|---|"]
     helped, hurt, same = [], [], []
     for (dataset, name), kls in sorted(pairs.items()):
-        shared = sorted(set(kls["kl_ce"]) & set(kls["kl_ce_adv"]))
+        plain, adv, shared = shared_means(kls["kl_ce"], kls["kl_ce_adv"])
         if not shared:
             continue
-        plain, adv = (float(np.mean([kls[m][s] for s in shared])) for m in OURS)
         lines.append(f"| {dataset} | {name} | {', '.join(map(str, shared))} | {plain:.3f} | "
                      f"{adv:.3f} | {adv - plain:+.3f} |")
         where = f"{dataset} ({name})"
         (same if abs(adv - plain) < 5e-4 else helped if adv < plain else hurt).append(where)
-    spread = defaultdict(dict)
-    for row in results["runs"]:
-        if row["method"] in OURS and plain_test(row, None):
-            spread[(row["dataset"], row["method"])][row["seed"]] = row["kl"]
     sds = [f"{m} {np.std(list(v.values()), ddof=1):.3f} on {d}"
-           for (d, m), v in sorted(spread.items()) if len(v) > 1]
+           for (d, limit, m), v in sorted(plain_kls(results).items(), key=lambda kv: kv[0][::2])
+           if m in OURS and limit is None and len(v) > 1]
     why = (" (one-hot targets: the ascent cannot leave the simplex's vertex, so ε changes "
            "nothing)") if same and all("k=1 " in w for w in same) else ""
     ties = f"; the same (within 5e-4) in: {'; '.join(same)}{why}" if same else ""

@@ -19,6 +19,7 @@ from distjudge.metrics import (
     kl_divergence,
     majority_correct,
 )
+from distjudge.models import DEFAULT_MODEL
 
 # The paper's best 7B/8B figures (../shared/reference/paper.md): KL, accuracy, where from.
 PAPER = {
@@ -71,7 +72,7 @@ def variant(row: dict) -> str:
     elif items:
         parts.append(f"{row['limit']} train items")
     parts += [f"{k}={v}" for k, v in sorted(row.get("settings", {}).items())]
-    if row.get("backbone", "smollm2-135m") != "smollm2-135m":
+    if row.get("backbone", DEFAULT_MODEL) != DEFAULT_MODEL:
         parts.append(row["backbone"])
     return ", ".join(parts)
 
@@ -98,7 +99,7 @@ def grouped(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 def is_plain(row: dict) -> bool:
     return not (row.get("train_source") or row.get("pretrain") or row.get("limit")
-                or row.get("settings") or row.get("backbone", "smollm2-135m") != "smollm2-135m")
+                or row.get("settings") or row.get("backbone", DEFAULT_MODEL) != DEFAULT_MODEL)
 
 
 def plain_test(row: dict, limit: int | None) -> bool:
@@ -475,6 +476,33 @@ def adversarial_table(results: dict) -> list[str]:
     return lines
 
 
+def backbone_table(results: dict) -> list[str]:
+    """Each method run on another backbone beside the same method on the default one, on the
+    seeds both ran, with the train label prior of those seeds for scale."""
+    other: dict = defaultdict(lambda: defaultdict(dict))  # (dataset, backbone) -> method -> seed
+    for row in results["runs"]:
+        backbone = row.get("backbone", DEFAULT_MODEL)
+        if backbone != DEFAULT_MODEL and plain_test({**row, "backbone": DEFAULT_MODEL}, None):
+            other[(row["dataset"], backbone)][row["method"]][row["seed"]] = row["kl"]
+    if not other:
+        return ["Not run yet.", ""]
+    plain = plain_kls(results)
+    lines = [f"| dataset | backbone | method | seeds | KL, that backbone | KL, {DEFAULT_MODEL} | "
+             "KL, prior |", "|---|---|---|---|---|---|---|"]
+    for (dataset, backbone), methods in sorted(other.items()):
+        for method in sorted(methods, key=variant_order):
+            mine, prior = methods[method], plain.get((dataset, None, "prior"), {})
+            theirs, default, shared = shared_means(mine, plain.get((dataset, None, method), {}))
+            seeds = shared or sorted(mine)  # nothing to pair with: its own seeds, no comparison
+            theirs = float(np.mean([mine[s] for s in seeds]))
+            default_kl = f"{default:.3f}" if shared else "-"
+            prior_kl = f"{np.mean([prior[s] for s in seeds]):.3f}" if set(seeds) <= set(prior) \
+                else "-"
+            lines.append(f"| {dataset} | {backbone} | {method} | {', '.join(map(str, seeds))} | "
+                         f"{theirs:.3f} | {default_kl} | {prior_kl} |")
+    return lines + [""]
+
+
 def sweeps_table(results: dict) -> list[str]:
     if not results["sweeps"]:
         return ["Not run yet.", ""]
@@ -491,7 +519,7 @@ def sweeps_table(results: dict) -> list[str]:
 
 def still_to_run(results: dict) -> list[str]:
     """What the issue asks for that quality.json does not hold yet, one line per part."""
-    default = [r for r in results["runs"] if r.get("backbone", "smollm2-135m") == "smollm2-135m"
+    default = [r for r in results["runs"] if r.get("backbone", DEFAULT_MODEL) == DEFAULT_MODEL
                and r.get("split", "test") == "test"]
     lines = []
     for dataset in ISSUE_DATASETS:
@@ -654,6 +682,7 @@ def write_report(output: Path) -> Path:
              "## Robustness", "", *robustness_tables(results),
              "### Adversarial training's effect (kl_ce_adv against kl_ce)", "",
              *adversarial_table(results),
+             "## Second backbone (same setup, other weights)", "", *backbone_table(results),
              "## Sweeps (dev split carved from train; test never seen)", "",
              *sweeps_table(results), "## Plots", ""]
     plot_kl_by_method(results, plots / "kl_by_method.png")

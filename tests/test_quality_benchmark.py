@@ -270,3 +270,23 @@ def test_adversarial_effect_is_paired_per_condition_and_seed(quality):
     assert "lower in 2 of 3 comparisons; higher in: dices (trained on k=1 annotators per item)" \
         in summary
     assert "kl_ce 0.007 on dices, kl_ce_adv 0.021 on dices" in summary
+
+
+def test_a_second_backbone_is_set_beside_the_default_on_shared_seeds(quality):
+    """Each method on another backbone beside the default backbone's same method, on the seeds
+    both ran, with the prior of those seeds; an unpaired method shows its own seeds alone."""
+    import quality_report
+
+    def row(method, seed, kl, backbone="smollm2-135m"):
+        return {"dataset": "chaosnli-snli", "method": method, "seed": seed, "settings": {},
+                "kl": kl, "backbone": backbone}
+
+    runs = [row("prior", 0, 0.50), row("prior", 1, 0.40), row("kl_ce", 0, 0.30),
+            row("kl_ce", 1, 0.20), row("kl_ce", 0, 0.35, "gemma3-270m"),
+            row("raw", 2, 0.90, "gemma3-270m")]
+    lines = quality_report.backbone_table({"runs": runs, "robustness": [], "sweeps": []})
+    assert lines[2:4] == [
+        "| chaosnli-snli | gemma3-270m | raw | 2 | 0.900 | - | - |",
+        "| chaosnli-snli | gemma3-270m | kl_ce | 0 | 0.350 | 0.300 | 0.500 |",
+    ]
+    assert quality_report.backbone_table({"runs": runs[:4]}) == ["Not run yet.", ""]

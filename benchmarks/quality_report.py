@@ -384,37 +384,45 @@ def where_kl_stays(results: dict, output: Path, dataset: str, limit: int | None,
 
 
 def robustness_tables(results: dict) -> list[str]:
+    """(a) KL per k annotators trained on, its k=all column (the plain cell) on the same seeds;
+    (b) KL against perturbed test targets per δ; each row says its seeds."""
     lines = []
-    ann = defaultdict(list)
+    ann: dict = defaultdict(dict)  # (dataset, method, k) -> {seed: KL}
     for row in results["robustness"]:
-        if "annotators" in row and row.get("annotators"):
-            ann[(row["dataset"], row["method"], row["annotators"])].append(row["kl"])
+        if row.get("annotators"):
+            ann[(row["dataset"], row["method"], row["annotators"])][row["seed"]] = row["kl"]
     for row in results["runs"]:  # "all annotators" is the main table's plain cell
         if is_plain(row) and row["method"] in ROBUST_METHODS:
-            ann[(row["dataset"], row["method"], "all")].append(row["kl"])
+            ann[(row["dataset"], row["method"], "all")][row["seed"]] = row["kl"]
     studied = {(d, m) for d, m, k in ann if k != "all"}
     if studied:
         ks = sorted({k for *_, k in ann if k != "all"}) + ["all"]
         lines += ["### (a) Trained on k annotators per item, tested against all", "",
-                  "| dataset | method | " + " | ".join(f"k={k}" for k in ks) + " |",
-                  "|---|---|" + "---|" * len(ks)]
+                  "k=all is the main table's cell, on the seeds the k columns ran.", "",
+                  "| dataset | method | seeds | " + " | ".join(f"k={k}" for k in ks) + " |",
+                  "|---|---|---|" + "---|" * len(ks)]
         for d, m in sorted(studied):
-            cells = [f"{np.mean(ann[(d, m, k)]):.3f}" if ann.get((d, m, k)) else "-" for k in ks]
-            lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
+            seeds = sorted({s for k in ks[:-1] for s in ann.get((d, m, k), {})})
+            by_k = [[kls[s] for s in seeds if s in kls] for kls in
+                    (ann.get((d, m, k), {}) for k in ks)]
+            cells = [f"{np.mean(v):.3f}" if v else "-" for v in by_k]
+            lines.append(f"| {d} | {m} | {', '.join(map(str, seeds))} | " + " | ".join(cells)
+                         + " |")
         lines.append("")
-    pert = defaultdict(list)
+    pert: dict = defaultdict(dict)  # (dataset, variant, δ) -> {seed: KL}
     for row in results["robustness"]:
         if row.get("study") == "perturbed_test":
-            pert[(row["dataset"], variant(row), row["delta"])].append(row["kl"])
+            pert[(row["dataset"], variant(row), row["delta"])][row["seed"]] = row["kl"]
     if pert:
         deltas = sorted({d for *_, d in pert})
         lines += ["### (b) Perturbed test targets (random ℓ2 step δ, kept in the simplex; mean "
                   "of 5 draws, then of seeds)", "",
-                  "| dataset | method | " + " | ".join(f"δ={d:.2f}" for d in deltas) + " |",
-                  "|---|---|" + "---|" * len(deltas)]
+                  "| dataset | method | seeds | " + " | ".join(f"δ={d:.2f}" for d in deltas)
+                  + " |", "|---|---|---|" + "---|" * len(deltas)]
         for d, m in sorted({(d, m) for d, m, _ in pert}):
-            lines.append(f"| {d} | {m} | " + " | ".join(
-                f"{np.mean(pert[(d, m, x)]):.3f}" for x in deltas) + " |")
+            seeds = ", ".join(map(str, sorted(pert[(d, m, deltas[0])])))
+            lines.append(f"| {d} | {m} | {seeds} | " + " | ".join(
+                f"{np.mean(list(pert[(d, m, x)].values())):.3f}" for x in deltas) + " |")
         lines.append("")
     return lines or ["Not run yet.", ""]
 

@@ -290,3 +290,21 @@ def test_a_second_backbone_is_set_beside_the_default_on_shared_seeds(quality):
         "| chaosnli-snli | gemma3-270m | kl_ce | 0 | 0.350 | 0.300 | 0.500 |",
     ]
     assert quality_report.backbone_table({"runs": runs[:4]}) == ["Not run yet.", ""]
+
+
+def test_robustness_rows_say_their_seeds_and_pair_k_all_with_them(quality):
+    """(a): the k=all column is the plain cell on the seeds the k columns ran, not on every
+    seed; (b): each row lists the seeds it averages."""
+    import quality_report
+
+    def row(seed, kl, **extra):
+        return {"dataset": "dices", "method": "kl_ce", "seed": seed, "settings": {}, "kl": kl,
+                **extra}
+
+    runs = [row(0, 0.30), row(1, 0.10)]
+    robustness = [row(0, 0.50, annotators=1), row(0, 0.40, annotators=3),
+                  row(0, 0.20, study="perturbed_test", delta=0.0),
+                  row(1, 0.40, study="perturbed_test", delta=0.0)]
+    lines = quality_report.robustness_tables({"runs": runs, "robustness": robustness})
+    assert "| dices | kl_ce | 0 | 0.500 | 0.400 | 0.300 |" in lines
+    assert "| dices | kl_ce | 0, 1 | 0.300 |" in lines

@@ -108,11 +108,13 @@ def plain_test(row: dict, limit: int | None) -> bool:
             and row.get("split", "test") == "test")
 
 
-def plain_kls(results: dict) -> dict[tuple, dict[int, float]]:
-    """KL per (dataset, train items limit, method) and seed, of the plain test cells."""
+def plain_kls(results: dict, backbone: str = DEFAULT_MODEL) -> dict[tuple, dict[int, float]]:
+    """KL per (dataset, train items limit, method) and seed, of the plain test cells (default
+    settings, own train split) on ``backbone``."""
     plain: dict = defaultdict(dict)
     for row in results["runs"]:
-        if plain_test(row, row.get("limit")):
+        if row.get("backbone", DEFAULT_MODEL) == backbone and \
+                plain_test({**row, "backbone": DEFAULT_MODEL}, row.get("limit")):
             plain[(row["dataset"], row.get("limit"), row["method"])][row["seed"]] = row["kl"]
     return plain
 
@@ -391,9 +393,9 @@ def robustness_tables(results: dict) -> list[str]:
     for row in results["robustness"]:
         if row.get("annotators"):
             ann[(row["dataset"], row["method"], row["annotators"])][row["seed"]] = row["kl"]
-    for row in results["runs"]:  # "all annotators" is the main table's plain cell
-        if is_plain(row) and row["method"] in ROBUST_METHODS:
-            ann[(row["dataset"], row["method"], "all")][row["seed"]] = row["kl"]
+    for (d, limit, m), by_seed in plain_kls(results).items():  # "all": the main table's cell
+        if limit is None and m in ROBUST_METHODS:
+            ann[(d, m, "all")] = by_seed
     studied = {(d, m) for d, m, k in ann if k != "all"}
     if studied:
         ks = sorted({k for *_, k in ann if k != "all"}) + ["all"]
@@ -487,20 +489,19 @@ def adversarial_table(results: dict) -> list[str]:
 def backbone_table(results: dict) -> list[str]:
     """Each method run on another backbone beside the same method on the default one, on the
     seeds both ran, with the train label prior of those seeds for scale."""
-    other: dict = defaultdict(lambda: defaultdict(dict))  # (dataset, backbone) -> method -> seed
-    for row in results["runs"]:
-        backbone = row.get("backbone", DEFAULT_MODEL)
-        if backbone != DEFAULT_MODEL and plain_test({**row, "backbone": DEFAULT_MODEL}, None):
-            other[(row["dataset"], backbone)][row["method"]][row["seed"]] = row["kl"]
-    if not other:
+    backbones = sorted({r.get("backbone", DEFAULT_MODEL) for r in results["runs"]}
+                       - {DEFAULT_MODEL})
+    if not backbones:
         return ["Not run yet.", ""]
     plain = plain_kls(results)
     lines = [f"| dataset | backbone | method | seeds | KL, that backbone | KL, {DEFAULT_MODEL} | "
              "KL, prior |", "|---|---|---|---|---|---|---|"]
-    for (dataset, backbone), methods in sorted(other.items()):
-        for method in sorted(methods, key=variant_order):
-            mine, prior = methods[method], plain.get((dataset, None, "prior"), {})
-            theirs, default, shared = shared_means(mine, plain.get((dataset, None, method), {}))
+    for backbone in backbones:
+        cells = [(d, m, v) for (d, limit, m), v in plain_kls(results, backbone).items()
+                 if limit is None]
+        for dataset, method, mine in sorted(cells, key=lambda c: (c[0], variant_order(c[1]))):
+            prior = plain.get((dataset, None, "prior"), {})
+            _, default, shared = shared_means(mine, plain.get((dataset, None, method), {}))
             seeds = shared or sorted(mine)  # nothing to pair with: its own seeds, no comparison
             theirs = float(np.mean([mine[s] for s in seeds]))
             default_kl = f"{default:.3f}" if shared else "-"

@@ -92,6 +92,21 @@ def test_annotator_subsampling_and_transfer_cells(quality):
     assert len(keys) == 3
 
 
+
+def test_sweep_cells_train_and_judge_inside_the_train_split(quality):
+    task = quality.load_task("nli")
+    base = {"dataset": "chaosnli-snli", "method": "kl_ce_adv", "backbone": "x", "seed": 0,
+            "split": "test", "limit": None, "settings": {}, "train_source": None,
+            "pretrain": None, "annotators": None}
+    train_items, test_items = quality.cell_data(base, task)
+    dev_train, dev = quality.cell_data({**base, "split": "dev"}, task)
+    train_ids, test_ids = {i["id"] for i in train_items}, {i["id"] for i in test_items}
+    dev_train_ids, dev_ids = {i["id"] for i in dev_train}, {i["id"] for i in dev}
+    assert dev_ids and dev_train_ids and not dev_ids & dev_train_ids
+    assert dev_ids | dev_train_ids == train_ids  # carved from train: test never seen
+    assert not (dev_ids | dev_train_ids) & test_ids
+    assert 0.1 < len(dev_ids) / len(train_ids) < 0.3
+
 @pytest.mark.parametrize("limit", [None, 400])  # all train items, or a --limit subsample
 def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path, limit):
     import quality_report
@@ -308,3 +323,15 @@ def test_robustness_rows_say_their_seeds_and_pair_k_all_with_them(quality):
     lines = quality_report.robustness_tables({"runs": runs, "robustness": robustness})
     assert "| dices | kl_ce | 0 | 0.500 | 0.400 | 0.300 |" in lines
     assert "| dices | kl_ce | 0, 1 | 0.300 |" in lines
+
+
+def test_sweeps_table_names_the_lowest_dev_kl_beside_the_papers_setting(quality):
+    import quality_report
+
+    sweeps = [{"dataset": "chaosnli-snli", "settings": {"alpha": a, "epsilon": e}, "kl": kl,
+               "acc": 0.5} for a, e, kl in [(0.8, 0.25, 0.40), (0.5, 0.25, 0.38),
+                                            (0.5, 0.25, 0.36), (1.0, 0.25, 0.41)]]
+    lines = quality_report.sweeps_table({"sweeps": sweeps})
+    assert "| chaosnli-snli | 0.5 | 0.25 | 2 | 0.370 ± 0.014 | 50.0 ± 0.0% |" in lines
+    assert ("- chaosnli-snli: lowest dev KL at α 0.5, ε 0.25 (0.370); "
+            "the paper's α 0.8, ε 0.25: 0.400.") in lines

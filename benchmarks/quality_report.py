@@ -520,15 +520,15 @@ def sweeps_table(results: dict) -> list[str]:
     for row in results["sweeps"]:
         s = row["settings"]
         groups[(row["dataset"], s.get("alpha"), s.get("epsilon"))].append(row)
+    dev_kl: dict = defaultdict(dict)  # dataset -> (α, ε) -> mean dev KL
     for (d, a, e), rows in sorted(groups.items()):
+        dev_kl[d][(a, e)] = np.mean([r["kl"] for r in rows])
         lines.append(f"| {d} | {a} | {e} | {len(rows)} | {mean_sd([r['kl'] for r in rows])} | "
                      f"{mean_sd([100 * r['acc'] for r in rows], '{:.1f}')}% |")
     lines.append("")
-    for dataset in sorted({d for d, _, _ in groups}):
-        dev_kl = {(a, e): np.mean([r["kl"] for r in rows])
-                  for (d, a, e), rows in groups.items() if d == dataset}
-        (a, e), kl = min(dev_kl.items(), key=lambda setting_kl: setting_kl[1])
-        papers_kl = dev_kl.get((0.8, 0.25))
+    for dataset, by_setting in dev_kl.items():
+        (a, e), kl = min(by_setting.items(), key=lambda setting_kl: setting_kl[1])
+        papers_kl = by_setting.get((0.8, 0.25))
         lines.append(f"- {dataset}: lowest dev KL at α {a}, ε {e} ({kl:.3f})" + (
             "." if papers_kl is None else f"; the paper's α 0.8, ε 0.25: {papers_kl:.3f}."))
     return lines + [""]

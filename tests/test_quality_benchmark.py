@@ -92,7 +92,6 @@ def test_annotator_subsampling_and_transfer_cells(quality):
     assert len(keys) == 3
 
 
-
 def test_sweep_cells_train_and_judge_inside_the_train_split(quality):
     task = quality.load_task("nli")
     base = {"dataset": "chaosnli-snli", "method": "kl_ce_adv", "backbone": "x", "seed": 0,
@@ -106,6 +105,7 @@ def test_sweep_cells_train_and_judge_inside_the_train_split(quality):
     assert dev_ids | dev_train_ids == train_ids  # carved from train: test never seen
     assert not (dev_ids | dev_train_ids) & test_ids
     assert 0.1 < len(dev_ids) / len(train_ids) < 0.3
+
 
 @pytest.mark.parametrize("limit", [None, 400])  # all train items, or a --limit subsample
 def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path, limit):

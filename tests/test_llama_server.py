@@ -7,6 +7,7 @@ weights dequantized to fp32. ``.ci/run`` installs the ``server`` extra; without 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -40,13 +41,34 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def death_note(proc: subprocess.Popen, log_path) -> str:
+    """Why the server is gone, for a failure message: exit status or signal, and its log's tail.
+
+    A llama.cpp build with -march=native on a CPU with AMX (Sapphire Rapids) answers /v1/models,
+    then dies on the first completion (ggml-org/llama.cpp#20824): hence GGML_NATIVE=OFF in the
+    README's install command.
+    """
+    code = proc.returncode
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+    return f"llama.cpp server died ({how}); its log ends:\n{log_path.read_text()[-1500:]}"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server_process(tmp_path_factory):
     port = free_port()
-    with open(tmp_path_factory.mktemp("llama") / "server.log", "w") as log:
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    with open(log_path, "w") as log:
         proc = start_server(port, log)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}/v1", proc, log_path
         stop(proc)
+
+
+@pytest.fixture
+def server(server_process):
+    """The module's server; a test after which it has died errors with the reason."""
+    url, proc, log_path = server_process
+    yield url
+    assert proc.poll() is None, death_note(proc, log_path)
 
 
 def real_items(source: str, n: int) -> list[dict]:
@@ -86,7 +108,9 @@ def test_missing_mass_bound_holds_against_the_exact_readout(server, judge):
         absent = [labels.index(name) for name in details["absent_labels"]]
         exact_missing = local.label_mass[i] * local.probs[i, absent].sum()
         assert exact_missing <= details["missing_mass_bound"] * 1.1 + 1e-6
-        assert served.label_mass[i] <= local.label_mass[i] * 1.5 + 1e-6
+        # the server's Q4_1 weights with 8-bit activations vs fp32 here: the ~1% label mass of
+        # these items lands within a factor 0.68-1.58 of the exact one (AVX2 llama.cpp build)
+        assert served.label_mass[i] <= local.label_mass[i] * 2 + 1e-6
 
 
 @pytest.mark.slow
@@ -111,7 +135,8 @@ def test_server_stopped_mid_run_then_resumed(tmp_path, cli):
     out = tmp_path / "out.jsonl"
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    log = open(tmp_path / "server.log", "w")
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w")
     proc = start_server(port, log)
     args = ["judge", "--backend", "openai", "--base-url", url, "--model", "judge",
             "--input", source, "--output", out, "--chunk_size", "8", "--concurrency", "1",
@@ -125,6 +150,7 @@ def test_server_stopped_mid_run_then_resumed(tmp_path, cli):
         if chunks and journals and journals[0].read_text().count("\n") >= 3:
             stop(proc)
             break
+        assert proc.poll() is None, death_note(proc, log_path)
         time.sleep(0.02)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 2, stderr

@@ -18,7 +18,8 @@ perturbed-target study are computed from them).
 Methods: ``uniform``, ``prior`` (train label prior), ``raw`` (zero-shot), ``raw_temperature``
 (zero-shot, one temperature on the label logits fitted on train items), and the trained
 ``single_point`` (α = 0), ``kl`` (α = 1), ``kl_ce`` (α = 0.8), ``kl_ce_adv`` (α = 0.8, ε = 0.25),
-with the paper's setup (full fine-tuning here, lr 5e-5, 2 epochs, batch 8; bf16).
+with the paper's setup (full fine-tuning here, lr 5e-5, 2 epochs, batch 8; bf16 where the CPU
+runs it natively, else fp32: each row records train_dtype and judge_dtype).
 Splits: group-aware hash 8:2 per seed; ``--split dev`` carves a dev split out of train (test is
 never seen) for sweeps. Pairwise tasks are trained on both orders and judged on both (mean).
 """
@@ -43,6 +44,7 @@ from distjudge.evaluation import apply_temperature, fit_temperature, label_prior
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text, terminate_as_interrupt
 from distjudge.judge import RUN_FILE, Judge
 from distjudge.metrics import kl_divergence, score
+from distjudge.models import bf16_is_native, fast_dtype
 from distjudge.objective import distributional_loss
 from distjudge.sources import get_source, load_source, split_items, subsample_annotations
 from distjudge.sources.pairwise import both_orders
@@ -67,13 +69,14 @@ METHODS = {  # trained methods: objective settings
 }
 BASELINES = ("uniform", "prior", "raw", "raw_temperature")
 TRAINING = {"finetuning": "full", "learning_rate": 5e-5, "num_train_epochs": 2.0,
-            "per_device_train_batch_size": 8, "bf16": True, "max_length": 512}
+            "per_device_train_batch_size": 8, "bf16": bf16_is_native(), "max_length": 512}
 CHECKPOINT_STEPS = 50  # a killed cell resumes from its last checkpoint (~5-10 min of steps)
 DELTAS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25)  # perturbed-test-target study (paper, Table 3)
 SNLI_SAMPLE = 10_000  # the paper's SNLI setting: a sample of dev+test items
 TEMPERATURE_FIT_ITEMS = 1000
-# bf16 weights (cells before 2026-11-25: bf16 autocast); KL(fp32 ‖ bf16) 4e-4 to 6e-4 (perf.md)
-JUDGE_DTYPE = "bfloat16"
+# bf16 weights where native (cells before 2026-11-25: bf16 autocast); KL(fp32 ‖ bf16) 4e-4 to
+# 6e-4 (perf.md)
+JUDGE_DTYPE = fast_dtype()
 RESULTS = Path("benchmarks/results")
 VARIANT_FIELDS = ("dataset", "method", "backbone", "seed", "split", "limit", "settings",
                   "train_source", "pretrain", "annotators")
@@ -203,7 +206,9 @@ def run_cell(cell: dict, work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
             pre = fine_tune(cell, pre_items, model, pre_dir, task_name, task)
             extra["pretrain_seconds"], model = pre["train_seconds"], str(pre_dir)
         record = fine_tune(cell, train_items, model, run_dir, task_name, task)
+        bf16 = {**TRAINING, **cell["settings"]}["bf16"]
         extra.update(train_seconds=record["train_seconds"], steps=record["global_steps"],
+                     train_dtype="bfloat16" if bf16 else "float32",
                      adversary_seconds=record["adversary_seconds"],
                      train_loss_by_epoch=epoch_losses(record["log_history"]),
                      prior_train_loss=prior_train_loss(cell, train_items, task))

@@ -37,6 +37,24 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def bf16_is_native() -> bool:
+    """Whether bf16 runs natively here: a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16.
+
+    Elsewhere PyTorch emulates bf16 matmuls and bf16 is the slow choice: a full fine-tuning step of
+    the default model (batch 8 x 160 tokens) took 19 s with bf16 autocast against 6.4 s in fp32 on
+    an AVX512 CPU without either (2026-12-01).
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so probe them
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def fast_dtype() -> str:
+    """``"bfloat16"`` where it runs natively (:func:`bf16_is_native`), else ``"float32"``."""
+    return "bfloat16" if bf16_is_native() else "float32"
+
+
 class ModelError(RuntimeError):
     """A model could not be found or loaded; the message says what to do."""
 

@@ -58,7 +58,7 @@ from distjudge.batching import plan_batches
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.judge import Judge
 from distjudge.metrics import kl_divergence
-from distjudge.models import load_model, save_tiny_model
+from distjudge.models import fast_dtype, load_model, save_tiny_model
 from distjudge.readout import encode_prompts, pad_left, truncate_prompt
 from distjudge.sources import get_source, load_source
 from distjudge.task import load_task
@@ -317,12 +317,6 @@ def host() -> str:
     name = next((line.split(":", 1)[1].strip() for line in cpu_info().splitlines()
                  if line.startswith("model name")), "unknown CPU")
     return f"{name}, {torch.get_num_threads()} threads, AMX {'yes' if has_amx() else 'no'}"
-
-
-def fastest_dtype() -> str:
-    """bf16 where AMX runs its matmuls (405 vs 141 GFLOP/s fp32 on one host), else fp32 (307
-    vs 158 bf16 on a host of the same name without AMX; the judge 11.7 vs 8.7 items/s)."""
-    return "bfloat16" if has_amx() else "float32"
 
 
 def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],
@@ -602,7 +596,7 @@ def measure_scale(args, on_row: Callable[[list[dict], float], None] = lambda row
     """The scale rows and the seconds they took; ``on_row(rows so far, seconds)`` after each."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        dtype = fastest_dtype() if args.scale_dtype == "auto" else args.scale_dtype
+        dtype = fast_dtype() if args.scale_dtype == "auto" else args.scale_dtype
         rows = scale_section(Path(work), size_list(args.default_sizes),
                              size_list(args.tiny_sizes),
                              lambda rows: on_row(rows, time.perf_counter() - started), dtype)

@@ -38,16 +38,17 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def bf16_is_native() -> bool:
-    """Whether bf16 runs natively here: a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16.
+    """Whether bf16 is the fast precision here: a CUDA GPU with bf16, or a CPU with AMX.
 
-    Elsewhere PyTorch emulates bf16 matmuls and bf16 is the slow choice: a full fine-tuning step of
-    the default model (batch 8 x 160 tokens) took 19 s with bf16 autocast against 6.4 s in fp32 on
-    an AVX512 CPU without either (2026-12-01).
+    AMX runs bf16 matmuls at 405 GFLOP/s against 141 in fp32 (one 2-core host, perf.md). Without
+    it PyTorch emulates them and bf16 is the slow choice: 158 against 307 GFLOP/s fp32 on a host of
+    the same name; a full fine-tuning step of the default model (batch 8 x 160 tokens) took 19 s
+    with bf16 autocast against 6.4 s in fp32 on an AVX512 CPU without AMX (2026-12-01).
     """
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so probe them
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # private, so probe it
+    return bool(amx())
 
 
 def fast_dtype() -> str:

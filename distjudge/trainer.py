@@ -263,7 +263,7 @@ def train(config: DistJudgeConfig) -> dict:
     if config.eval_file:
         eval_items = load_items(config.eval_file, task, require_labels=True)
     if config.bf16 and not bf16_is_native():
-        warnings.warn("bf16 is emulated on this machine (no AMX, AVX512-BF16 or bf16 GPU): "
+        warnings.warn("bf16 is emulated on this machine (no AMX or bf16 GPU): "
                       "training runs ~3x slower than in fp32; drop --bf16", stacklevel=2)
     torch.manual_seed(config.seed)
     model, tokenizer, folder = build_model(config)

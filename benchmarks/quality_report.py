@@ -36,6 +36,9 @@ ORDER = ("uniform", "prior", "raw", "raw_temperature", "single_point", "kl", "kl
          "kl_ce_adv")
 OURS = ("kl_ce", "kl_ce_adv")
 ROBUST_METHODS = ("single_point", "kl_ce", "kl_ce_adv")  # robustness study (a) (quality.py)
+ONE_ANNOTATOR_NOTE = ("not run: with one annotator per item p is one-hot, so KL(p‖q) = "
+                      "CE(majority, q) and every α trains the same loss, and the adversarial "
+                      "ascent cannot leave the simplex's vertex")
 SWEEPS = [{"alpha": a, "epsilon": 0.25} for a in (0.5, 0.8, 1.0)] + [
     {"alpha": 0.8, "epsilon": e} for e in (0.0, 0.1)]  # one axis at a time around kl_ce_adv
 # What the issue asks for, checked by still_to_run().
@@ -396,6 +399,8 @@ def robustness_tables(results: dict) -> list[str]:
     for (d, limit, m), by_seed in plain_kls(results).items():  # "all": the main table's cell
         if limit is None and m in ROBUST_METHODS:
             ann[(d, m, "all")] = by_seed
+    stand_ins = one_annotator_stand_ins(ann)
+    ann.update(stand_ins)
     studied = {(d, m) for d, m, k in ann if k != "all"}
     if studied:
         ks = sorted({k for *_, k in ann if k != "all"}) + ["all"]
@@ -403,13 +408,19 @@ def robustness_tables(results: dict) -> list[str]:
                   "k=all is the main table's cell, on the seeds the k columns ran.", "",
                   "| dataset | method | seeds | " + " | ".join(f"k={k}" for k in ks) + " |",
                   "|---|---|---|" + "---|" * len(ks)]
-        for d, m in sorted(studied):
+        for d, m in sorted(studied, key=lambda dm: (dm[0], ROBUST_METHODS.index(dm[1])
+                                                    if dm[1] in ROBUST_METHODS else 9)):
             seeds = sorted({s for k in ks[:-1] for s in ann.get((d, m, k), {})})
             by_k = [[kls[s] for s in seeds if s in kls] for kls in
                     (ann.get((d, m, k), {}) for k in ks)]
             cells = [f"{np.mean(v):.3f}" if v else "-" for v in by_k]
+            if (d, m, 1) in stand_ins:
+                cells[ks.index(1)] += "†"
             lines.append(f"| {d} | {m} | {', '.join(map(str, seeds))} | " + " | ".join(cells)
                          + " |")
+        if stand_ins:
+            lines += ["", f"† {ONE_ANNOTATOR_NOTE}: the value (and seeds) of the cell run at k=1 "
+                      "with another of these methods."]
         lines.append("")
     pert: dict = defaultdict(dict)  # (dataset, variant, δ) -> {seed: KL}
     for row in results["robustness"]:
@@ -427,6 +438,17 @@ def robustness_tables(results: dict) -> list[str]:
                 f"{np.mean(list(pert[(d, m, x)].values())):.3f}" for x in deltas) + " |")
         lines.append("")
     return lines or ["Not run yet.", ""]
+
+
+def one_annotator_stand_ins(ann: dict) -> dict[tuple, dict[int, float]]:
+    """{(dataset, method, 1): KL per seed} for the robustness methods not run at k=1, taken from
+    one that was: with one annotator per item, all of them train on the same loss."""
+    stand_ins = {}
+    for d in {d for d, _, k in ann if k == 1}:
+        ran = next((ann[(d, m, 1)] for m in ROBUST_METHODS if (d, m, 1) in ann), None)
+        if ran:
+            stand_ins |= {(d, m, 1): ran for m in ROBUST_METHODS if (d, m, 1) not in ann}
+    return stand_ins
 
 
 def condition(row: dict) -> str:
@@ -552,9 +574,17 @@ def still_to_run(results: dict) -> list[str]:
             if r.get("annotators")}
     asked = [(d, m, k) for d in ISSUE_ANNOTATORS["datasets"] for m in ROBUST_METHODS
              for k in ISSUE_ANNOTATORS["k"]]
-    if missing := [cell for cell in asked if cell not in done]:
+    stand_ins = {(d, m, 1) for d, m, k in asked
+                 if k == 1 and any((d, mm, 1) in done for mm in ROBUST_METHODS)} - done
+    if missing := [cell for cell in asked if cell not in done | stand_ins]:
+        ks: dict = defaultdict(list)
+        for d, m, k in missing:
+            ks[(d, m)].append(str(k))
+        by_method = [f"{d} {m} k={','.join(k)}" for (d, m), k in ks.items()]
         lines.append(f"- robustness (a), k annotators per item: {len(missing)} of {len(asked)} "
-                     "cells not run.")
+                     f"cells not run: {'; '.join(by_method)}" + (
+                         f" ({len(stand_ins)} more at k=1 {ONE_ANNOTATOR_NOTE})." if stand_ins
+                         else "."))
     swept = {(r["settings"].get("alpha"), r["settings"].get("epsilon")) for r in results["sweeps"]}
     if missing := [f"α {s['alpha']} ε {s['epsilon']}" for s in SWEEPS
                    if (s["alpha"], s["epsilon"]) not in swept]:

@@ -228,7 +228,8 @@ def test_still_to_run_lists_what_the_issue_asks_and_the_rows_lack(quality):
             if (d, m) != ("mt-bench", "kl") and (d, m, s) != ("dices", "kl_ce_adv", 2)]
     runs.append({"dataset": "chaosnli-snli", "method": "kl_ce", "seed": 0, "settings": {},
                  "kl": 0.1, "backbone": "gemma3-270m"})
-    robustness = [{"dataset": "dices", "method": "kl_ce", "annotators": 3, "kl": 0.1}]
+    robustness = [{"dataset": "dices", "method": "kl_ce", "annotators": k, "kl": 0.1}
+                  for k in (1, 3)]
     sweeps = [{"dataset": "chaosnli-snli", "settings": {"alpha": 0.8, "epsilon": 0.25},
                "kl": 0.1}]
     lines = quality_report.still_to_run({"runs": runs, "robustness": robustness,
@@ -236,7 +237,10 @@ def test_still_to_run_lists_what_the_issue_asks_and_the_rows_lack(quality):
     assert lines == [
         "- mt-bench: kl not run.",
         "- dices: 3 seeds asked; seeds run: kl_ce_adv 2.",
-        "- robustness (a), k annotators per item: 23 of 24 cells not run.",
+        "- robustness (a), k annotators per item: 20 of 24 cells not run: chaosnli-snli "
+        "single_point k=1,3,5,10; chaosnli-snli kl_ce k=1,3,5,10; chaosnli-snli kl_ce_adv "
+        "k=1,3,5,10; dices single_point k=3,5,10; dices kl_ce k=5,10; dices kl_ce_adv k=3,5,10 "
+        f"(2 more at k=1 {quality_report.ONE_ANNOTATOR_NOTE}).",
         "- sweeps on chaosnli-snli's dev split: α 0.5 ε 0.25, α 1.0 ε 0.25, α 0.8 ε 0.0, "
         "α 0.8 ε 0.1 not run.",
     ]
@@ -322,6 +326,9 @@ def test_robustness_rows_say_their_seeds_and_pair_k_all_with_them(quality):
                   row(1, 0.40, study="perturbed_test", delta=0.0)]
     lines = quality_report.robustness_tables({"runs": runs, "robustness": robustness})
     assert "| dices | kl_ce | 0 | 0.500 | 0.400 | 0.300 |" in lines
+    # k=1: one annotator per item makes every robustness method train the same loss
+    assert "| dices | single_point | 0 | 0.500† | - | - |" in lines
+    assert "| dices | kl_ce_adv | 0 | 0.500† | - | - |" in lines
     assert "| dices | kl_ce | 0, 1 | 0.300 |" in lines
 
 

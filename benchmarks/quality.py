@@ -22,6 +22,8 @@ with the paper's setup (full fine-tuning here, lr 5e-5, 2 epochs, batch 8; bf16 
 runs it natively, else fp32: each row records train_dtype and judge_dtype).
 Splits: group-aware hash 8:2 per seed; ``--split dev`` carves a dev split out of train (test is
 never seen) for sweeps. Pairwise tasks are trained on both orders and judged on both (mean).
+With ``--annotators``, k=1 runs only the first method: one annotator per item makes every α
+(and ε) train the same loss, and the report shows that cell, marked, for the others.
 """
 
 from __future__ import annotations
@@ -267,9 +269,10 @@ def save_items(path: Path, row: dict, p: np.ndarray, q: np.ndarray, labels: list
 def build_cells(args, settings: dict) -> list[dict]:
     if args.sweeps:
         variants = [("sweeps", "kl_ce_adv", {**s, **settings}, None) for s in SWEEPS]
-    elif args.annotators:
-        variants = [("robustness", m, settings, int(k)) for m in args.methods.split(",")
-                    for k in args.annotators.split(",")]
+    elif args.annotators:  # k=1: p is one-hot and every α trains the same loss: one method runs
+        methods = args.methods.split(",")
+        variants = [("robustness", m, settings, int(k)) for m in methods
+                    for k in args.annotators.split(",") if int(k) != 1 or m == methods[0]]
     else:
         variants = [("runs", m, settings, None) for m in args.methods.split(",")]
     cells = []

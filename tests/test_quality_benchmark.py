@@ -92,6 +92,16 @@ def test_annotator_subsampling_and_transfer_cells(quality):
     assert len(keys) == 3
 
 
+def test_one_annotator_cells_run_once_for_all_methods(quality):
+    args = quality.argparse.Namespace(
+        sweeps=False, annotators="1,3", methods="single_point,kl_ce", datasets="dices",
+        seeds="0", backbone="smollm2-135m", model=None, split="test", limit=None,
+        train_source=None, pretrain=None)
+    cells = quality.build_cells(args, {})
+    assert [(c["method"], c["annotators"]) for c in cells] == [
+        ("single_point", 1), ("single_point", 3), ("kl_ce", 3)]
+
+
 def test_sweep_cells_train_and_judge_inside_the_train_split(quality):
     task = quality.load_task("nli")
     base = {"dataset": "chaosnli-snli", "method": "kl_ce_adv", "backbone": "x", "seed": 0,

@@ -456,8 +456,8 @@ def condition(row: dict) -> str:
     return variant(row)[len(row["method"]):].lstrip(", ")
 
 
-def adversarial_pairs(results: dict) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
-    """KL of kl_ce and kl_ce_adv per (dataset, condition) and seed: on the clean test split, on
+def adversarial_pairs(results: dict) -> dict[tuple[str, str], dict[str, dict[int, dict]]]:
+    """Rows of kl_ce and kl_ce_adv per (dataset, condition) and seed: on the clean test split, on
     test targets moved by the largest δ, and trained on k annotators per item."""
     pairs: dict = defaultdict(lambda: defaultdict(dict))
     top = max((r["delta"] for r in results["robustness"] if "delta" in r), default=None)
@@ -473,26 +473,50 @@ def adversarial_pairs(results: dict) -> dict[tuple[str, str], dict[str, dict[int
         else:
             name = "test"
         name = ", ".join(filter(None, [name, condition(row)]))
-        pairs[(row["dataset"], name)][row["method"]][row["seed"]] = row["kl"]
-    return {key: kls for key, kls in pairs.items() if len(kls) == 2}
+        pairs[(row["dataset"], name)][row["method"]][row["seed"]] = row
+    return {key: rows for key, rows in pairs.items() if len(rows) == 2}
 
 
-def adversarial_table(results: dict) -> list[str]:
-    """kl_ce_adv against kl_ce (same α; only ε differs) on the seeds both ran."""
+def entropy_cells(rows: dict[str, dict[int, dict]], seeds: list[int],
+                  output: Path | None) -> tuple[str, list[float]] | None:
+    """'H kl_ce | H kl_ce_adv | H humans' (mean entropy over items, then seeds, in nats) on those
+    of ``seeds`` whose items both methods saved, named when not all; None where none did
+    (perturbed-target rows save none)."""
+    items = {s: [load_items_file(rows[m][s]["key"], output) for m in OURS]
+             for s in seeds if output and all("key" in rows[m][s] for m in OURS)}
+    subset = [s for s, pair in items.items() if None not in pair]
+    if not subset:
+        return None
+    h = [float(np.mean([entropy(items[s][i][1]).mean() for s in subset])) for i in (0, 1)]
+    h.append(float(np.mean([entropy(items[s][0][0]).mean() for s in subset])))
+    on = "" if subset == seeds else f" (seeds {', '.join(map(str, subset))})"
+    return f"{h[0]:.3f} | {h[1]:.3f} | {h[2]:.3f}{on}", h
+
+
+def adversarial_table(results: dict, output: Path | None = None) -> list[str]:
+    """kl_ce_adv against kl_ce (same α; only ε differs) on the seeds both ran, with the mean
+    entropy of each judge's q beside the humans' (from the cells' saved items in ``output``)."""
     pairs = adversarial_pairs(results)
     if not pairs:
         return ["No dataset has both kl_ce and kl_ce_adv yet.", ""]
     lines = ["Same α = 0.8; kl_ce_adv adds the ε = 0.25 adversarial target. Each comparison on "
-             "the seeds both ran (each seed its own split).", "",
-             "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce |",
-             "|---|---|---|---|---|---|"]
-    helped, hurt, same = [], [], []
-    for (dataset, name), kls in sorted(pairs.items()):
+             "the seeds both ran (each seed its own split). H: mean entropy of the judge's q "
+             "(kl_ce, kl_ce_adv) and of the humans' p, in nats, where the cells' items are saved.",
+             "", "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce | H kl_ce | "
+             "H kl_ce_adv | H humans |", "|---|---|---|---|---|---|---|---|---|"]
+    helped, hurt, same, flatter, entropies = [], [], [], 0, 0
+    for (dataset, name), rows in sorted(pairs.items()):
+        kls = {m: {s: r["kl"] for s, r in by_seed.items()} for m, by_seed in rows.items()}
         plain, adv, shared = shared_means(kls["kl_ce"], kls["kl_ce_adv"])
         if not shared:
             continue
+        h = "- | - | -"
+        if found := entropy_cells(rows, shared, output):
+            h, (h_plain, h_adv, _) = found
+            entropies += 1
+            flatter += h_adv > h_plain
         lines.append(f"| {dataset} | {name} | {', '.join(map(str, shared))} | {plain:.3f} | "
-                     f"{adv:.3f} | {adv - plain:+.3f} |")
+                     f"{adv:.3f} | {adv - plain:+.3f} | {h} |")
         where = f"{dataset} ({name})"
         (same if abs(adv - plain) < 5e-4 else helped if adv < plain else hurt).append(where)
     sds = [f"{m} {np.std(list(v.values()), ddof=1):.3f} on {d}"
@@ -504,7 +528,11 @@ def adversarial_table(results: dict) -> list[str]:
     total = len(helped) + len(hurt) + len(same)
     lines += ["", f"kl_ce_adv is lower in {len(helped)} of {total} comparisons; higher in: "
               f"{'; '.join(hurt) or 'none'}{ties}. For scale, the sd of KL over seeds (splits): "
-              f"{', '.join(sds) or 'no method has two seeds yet'}.", ""]
+              f"{', '.join(sds) or 'no method has two seeds yet'}."]
+    if entropies:
+        lines[-1] += (f" kl_ce_adv's judge is flatter (higher H) than kl_ce's in {flatter} of "
+                      f"{entropies} comparisons with saved items.")
+    lines.append("")
     return lines
 
 
@@ -730,7 +758,7 @@ def write_report(output: Path) -> Path:
              *multi_vote_table(results),
              "## Robustness", "", *robustness_tables(results),
              "### Adversarial training's effect (kl_ce_adv against kl_ce)", "",
-             *adversarial_table(results),
+             *adversarial_table(results, output),
              "## Second backbone (same setup, other weights)", "", *backbone_table(results),
              "## Sweeps (dev split carved from train; test never seen)", "",
              *sweeps_table(results), "## Plots", ""]

@@ -271,7 +271,7 @@ def test_targets_compare_methods_on_the_seeds_both_ran(quality, tmp_path):
     assert "best of ours 0.420 (kl_ce_adv) (on seed 0, the ones every method has)" in below
 
 
-def test_adversarial_effect_is_paired_per_condition_and_seed(quality):
+def test_adversarial_effect_is_paired_per_condition_and_seed(quality, tmp_path):
     """kl_ce_adv against kl_ce: clean test, most-perturbed targets and k annotators, each on
     the seeds both ran; an unpaired seed does not enter the mean."""
     import quality_report
@@ -287,17 +287,28 @@ def test_adversarial_effect_is_paired_per_condition_and_seed(quality):
                   row("kl_ce_adv", 0, 0.04, study="perturbed_test", delta=0.0),
                   row("kl_ce", 0, 0.30, annotators=1), row("kl_ce_adv", 0, 0.35, annotators=1),
                   row("kl_ce_adv", 2, 0.01, annotators=1)]
+    for r in runs + robustness[3:]:  # items saved by the test cells and the k=1 ones
+        r["key"] = f"dices/{r['method']}/{r['seed']}/{r.get('annotators')}"
+        flat = r["method"] == "kl_ce_adv" and not r.get("annotators")
+        p, q = np.array([[0.5, 0.5]]), np.array([[0.5, 0.5] if flat else [0.9, 0.1]])
+        path = quality_report.items_path(tmp_path / "quality.json", r["key"])
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"p": p.tolist(), "q": q.tolist()}))
     lines = quality_report.adversarial_table({"runs": runs, "robustness": robustness,
-                                              "sweeps": []})
+                                              "sweeps": []}, tmp_path / "quality.json")
     table = [line for line in lines if line.startswith("| dices")]
+    ln2, h9 = f"{np.log(2):.3f}", f"{-(0.9 * np.log(0.9) + 0.1 * np.log(0.1)):.3f}"
     assert table == [
-        "| dices | test | 0, 1 | 0.055 | 0.025 | -0.030 |",
-        "| dices | test targets moved by δ=0.25 | 0 | 0.200 | 0.150 | -0.050 |",
-        "| dices | trained on k=1 annotators per item | 0 | 0.300 | 0.350 | +0.050 |",
+        f"| dices | test | 0, 1 | 0.055 | 0.025 | -0.030 | {h9} | {ln2} | {ln2} |",
+        "| dices | test targets moved by δ=0.25 | 0 | 0.200 | 0.150 | -0.050 | - | - | - |",
+        f"| dices | trained on k=1 annotators per item | 0 | 0.300 | 0.350 | +0.050 | {h9} | "
+        f"{h9} | {ln2} |",
     ]
     summary = next(line for line in lines if line.startswith("kl_ce_adv is lower"))
     assert "lower in 2 of 3 comparisons; higher in: dices (trained on k=1 annotators per item)" \
         in summary
+    assert summary.endswith("flatter (higher H) than kl_ce's in 1 of 2 comparisons with saved "
+                            "items.")
     assert "kl_ce 0.007 on dices, kl_ce_adv 0.021 on dices" in summary
 
 

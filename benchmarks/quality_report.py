@@ -400,7 +400,7 @@ def robustness_tables(results: dict) -> list[str]:
         if limit is None and m in ROBUST_METHODS:
             ann[(d, m, "all")] = by_seed
     stand_ins = one_annotator_stand_ins(ann)
-    ann.update(stand_ins)
+    ann.update({cell: ann[source] for cell, source in stand_ins.items()})
     studied = {(d, m) for d, m, k in ann if k != "all"}
     if studied:
         ks = sorted({k for *_, k in ann if k != "all"}) + ["all"]
@@ -440,14 +440,14 @@ def robustness_tables(results: dict) -> list[str]:
     return lines or ["Not run yet.", ""]
 
 
-def one_annotator_stand_ins(ann: dict) -> dict[tuple, dict[int, float]]:
-    """{(dataset, method, 1): KL per seed} for the robustness methods not run at k=1, taken from
-    one that was: with one annotator per item, all of them train on the same loss."""
+def one_annotator_stand_ins(ran) -> dict[tuple, tuple]:
+    """{(dataset, method, 1): (dataset, method run, 1)} for the robustness methods not run at k=1
+    while another was: with one annotator per item, all of them train on the same loss.
+    ``ran``: the (dataset, method, k) cells run."""
     stand_ins = {}
-    for d in {d for d, _, k in ann if k == 1}:
-        ran = next((ann[(d, m, 1)] for m in ROBUST_METHODS if (d, m, 1) in ann), None)
-        if ran:
-            stand_ins |= {(d, m, 1): ran for m in ROBUST_METHODS if (d, m, 1) not in ann}
+    for d in {d for d, _, k in ran if k == 1}:
+        if source := next(((d, m, 1) for m in ROBUST_METHODS if (d, m, 1) in ran), None):
+            stand_ins |= {(d, m, 1): source for m in ROBUST_METHODS if (d, m, 1) not in ran}
     return stand_ins
 
 
@@ -602,8 +602,7 @@ def still_to_run(results: dict) -> list[str]:
             if r.get("annotators")}
     asked = [(d, m, k) for d in ISSUE_ANNOTATORS["datasets"] for m in ROBUST_METHODS
              for k in ISSUE_ANNOTATORS["k"]]
-    stand_ins = {(d, m, 1) for d, m, k in asked
-                 if k == 1 and any((d, mm, 1) in done for mm in ROBUST_METHODS)} - done
+    stand_ins = set(one_annotator_stand_ins(done)) & set(asked)
     if missing := [cell for cell in asked if cell not in done | stand_ins]:
         ks: dict = defaultdict(list)
         for d, m, k in missing:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -505,7 +506,8 @@ def adversarial_table(results: dict, output: Path | None = None) -> list[str]:
              "", "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce | H kl_ce | "
              "H kl_ce_adv | H humans |", "|---|---|---|---|---|---|---|---|---|"]
     helped, hurt, same, flatter, entropies = [], [], [], 0, 0
-    for (dataset, name), rows in sorted(pairs.items()):
+    for (dataset, name), rows in sorted(pairs.items(), key=lambda kv: (kv[0][0], [
+            int(t) if t.isdigit() else t for t in re.split(r"(\d+)", kv[0][1])])):
         kls = {m: {s: r["kl"] for s, r in by_seed.items()} for m, by_seed in rows.items()}
         plain, adv, shared = shared_means(kls["kl_ce"], kls["kl_ce_adv"])
         if not shared:

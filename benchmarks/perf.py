@@ -58,7 +58,7 @@ from distjudge.batching import plan_batches
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.judge import Judge
 from distjudge.metrics import kl_divergence
-from distjudge.models import fast_dtype, load_model, save_tiny_model
+from distjudge.models import cpu_has_amx, fast_dtype, load_model, save_tiny_model
 from distjudge.readout import encode_prompts, pad_left, truncate_prompt
 from distjudge.sources import get_source, load_source
 from distjudge.task import load_task
@@ -308,15 +308,11 @@ def cpu_info() -> str:
     return Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
 
 
-def has_amx() -> bool:
-    return "amx_bf16" in cpu_info()
-
-
 def host() -> str:
     """The CPU the figures come from: machines of one name differ (AMX makes bf16 ~2x faster)."""
     name = next((line.split(":", 1)[1].strip() for line in cpu_info().splitlines()
                  if line.startswith("model name")), "unknown CPU")
-    return f"{name}, {torch.get_num_threads()} threads, AMX {'yes' if has_amx() else 'no'}"
+    return f"{name}, {torch.get_num_threads()} threads, AMX {'yes' if cpu_has_amx() else 'no'}"
 
 
 def scale_section(work: Path, default_sizes: list[int], tiny_sizes: list[int],

@@ -410,7 +410,8 @@ def robustness_tables(results: dict) -> list[str]:
                   "| dataset | method | seeds | " + " | ".join(f"k={k}" for k in ks) + " |",
                   "|---|---|---|" + "---|" * len(ks)]
         for d, m in sorted(studied, key=lambda dm: (dm[0], ROBUST_METHODS.index(dm[1])
-                                                    if dm[1] in ROBUST_METHODS else 9)):
+                                                    if dm[1] in ROBUST_METHODS
+                                                    else len(ROBUST_METHODS))):
             seeds = sorted({s for k in ks[:-1] for s in ann.get((d, m, k), {})})
             by_k = [[kls[s] for s in seeds if s in kls] for kls in
                     (ann.get((d, m, k), {}) for k in ks)]

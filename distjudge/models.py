@@ -47,6 +47,11 @@ def bf16_is_native() -> bool:
     """
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
+    return cpu_has_amx()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU (and its OS) run AMX tiles, as PyTorch's own kernels check it."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # private, so probe it
     return bool(amx())
 

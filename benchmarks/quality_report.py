@@ -306,10 +306,11 @@ def targets(results: dict, output: Path) -> list[str]:
         lines += lowest_line(kls, label, dataset, limit, plain, results, output)
     lines += below_prior_line(results, plain.get(("chaosnli-snli", None, "prior"), {}))
     for row in results["runs"]:
-        if row.get("temperature") is not None and is_plain(row):
+        if row.get("temperature") is not None and plain_test(row, row.get("limit")):
             flat = (" = the search bound: the raw readout carries no usable signal, so the fit "
                     "flattens it to uniform") if row["temperature"] > 99 else ""
-            lines.append(f"- {row['dataset']} (seed {row['seed']}): raw_temperature fitted "
+            items = f", {row['limit']} train items" if row.get("limit") else ""
+            lines.append(f"- {row['dataset']} (seed {row['seed']}{items}): raw_temperature fitted "
                          f"T = {row['temperature']:.3g}{flat}.")
     for dataset in PAPER_REDUCTION:
         lines += reduction_lines(plain, dataset, results, output)

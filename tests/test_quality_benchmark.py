@@ -144,6 +144,18 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path,
     assert "(underfitting, not overfitting)" in why
 
 
+@pytest.mark.parametrize("limit", [None, 2000])
+def test_fitted_temperature_is_reported_with_its_train_items(quality, tmp_path, limit):
+    import quality_report
+
+    row = {"dataset": "toy", "method": "raw_temperature", "seed": 0, "settings": {},
+           "limit": limit, "key": "toy/raw_temperature", "kl": 0.8, "temperature": 99.9}
+    lines = quality_report.targets({"runs": [row], "robustness": [], "sweeps": []},
+                                   tmp_path / "quality.json")
+    label = "toy (seed 0, 2000 train items)" if limit else "toy (seed 0)"
+    assert f"- {label}: raw_temperature fitted T = 99.9 = the search bound" in "\n".join(lines)
+
+
 def test_training_loss_per_epoch_and_the_priors_loss(quality):
     history = [{"loss": 0.9, "epoch": 0.1}, {"loss": 0.7, "epoch": 1.0},
                {"loss": 0.5, "epoch": 1.5}, {"eval_loss": 9.0, "epoch": 2.0},

@@ -496,6 +496,11 @@ def entropy_cells(rows: dict[str, dict[int, dict]], seeds: list[int],
     return f"{h[0]:.3f} | {h[1]:.3f} | {h[2]:.3f}{on}", h
 
 
+def natural_order(text: str) -> list:
+    """Sort key that reads the numbers in ``text`` as numbers: "k=3" before "k=10"."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
 def adversarial_table(results: dict, output: Path | None = None) -> list[str]:
     """kl_ce_adv against kl_ce (same α; only ε differs) on the seeds both ran, with the mean
     entropy of each judge's q beside the humans' (from the cells' saved items in ``output``)."""
@@ -508,8 +513,8 @@ def adversarial_table(results: dict, output: Path | None = None) -> list[str]:
              "", "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce | H kl_ce | "
              "H kl_ce_adv | H humans |", "|---|---|---|---|---|---|---|---|---|"]
     helped, hurt, same, flatter, entropies = [], [], [], 0, 0
-    for (dataset, name), rows in sorted(pairs.items(), key=lambda kv: (kv[0][0], [
-            int(t) if t.isdigit() else t for t in re.split(r"(\d+)", kv[0][1])])):
+    for (dataset, name), rows in sorted(pairs.items(),
+                                        key=lambda kv: (kv[0][0], natural_order(kv[0][1]))):
         kls = {m: {s: r["kl"] for s, r in by_seed.items()} for m, by_seed in rows.items()}
         plain, adv, shared = shared_means(kls["kl_ce"], kls["kl_ce_adv"])
         if not shared:

@@ -216,13 +216,20 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
     kls = {m: plain.get((dataset, limit, m), {}) for m in (best, ours)}
     seeds = sorted(set(kls[best]) & set(kls[ours]))
     gaps = [kls[ours][s] - kls[best][s] for s in seeds]
-    spread = np.std(list(kls[ours].values()), ddof=1) if len(kls[ours]) > 1 else float("nan")
     text = (f"{ours} minus {best} per seed: "
             + ", ".join(f"seed {s} {g:+.4f}" for s, g in zip(seeds, gaps, strict=True))
-            + f"; mean gap {np.mean(gaps):.4f} against {ours}'s sd over seeds {spread:.4f}.")
+            + f"; mean gap {np.mean(gaps):.4f}")
+    if len(kls[ours]) > 1:
+        text += f" against {ours}'s sd over seeds {np.std(list(kls[ours].values()), ddof=1):.4f}."
+    else:
+        text += f" (one seed of {ours}: no sd over seeds)."
     cells = {m: seed0_items(results, output, dataset, m, limit) for m in (best, ours)}
     if all(c is not None for c in cells.values()):
         p = cells[best][0]
+        paired = kl_divergence(p, cells[ours][1]) - kl_divergence(p, cells[best][1])
+        text += (f" Seed 0, paired over its {paired.size} test items: {ours} minus {best} "
+                 f"{paired.mean():+.4f} ± {paired.std(ddof=1) / np.sqrt(paired.size):.4f} "
+                 "(standard error).")
         shares = ", ".join(f"{m} {q.max(1).mean():.3f}" for m, (_, q) in cells.items())
         missed = {m: kl_divergence(p, q)[~majority_correct(p, q).astype(bool)]
                   for m, (_, q) in cells.items()}

@@ -240,6 +240,11 @@ def test_a_trained_rival_is_weighed_against_the_spread_over_seeds(quality, tmp_p
     missed = quality.kl_divergence(p, q["kl_ce_adv"])[1]  # it misses item 1's majority only
     assert "top-label share kl 0.633, kl_ce_adv 0.767, humans 0.700" in why
     assert f"kl (misses none), kl_ce_adv {missed:.3f}." in why
+    paired = quality.kl_divergence(p, q["kl_ce_adv"]) - quality.kl_divergence(p, q["kl"])
+    assert f"3 test items: kl_ce_adv minus kl {paired.mean():+.4f} ± " in why
+    one_seed = quality_report.targets({**results, "runs": runs[1::2]}, output)
+    why = next(line for line in one_seed if "Why, measured" in line)
+    assert "(one seed of kl_ce_adv: no sd over seeds)" in why and "nan" not in why
 
 
 def test_still_to_run_lists_what_the_issue_asks_and_the_rows_lack(quality):

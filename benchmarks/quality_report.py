@@ -226,12 +226,13 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
     cells = {m: seed0_items(results, output, dataset, m, limit) for m in (best, ours)}
     if all(c is not None for c in cells.values()):
         p = cells[best][0]
-        paired = kl_divergence(p, cells[ours][1]) - kl_divergence(p, cells[best][1])
+        per_item = {m: kl_divergence(p, q) for m, (_, q) in cells.items()}
+        paired = per_item[ours] - per_item[best]
         text += (f" Seed 0, paired over its {paired.size} test items: {ours} minus {best} "
                  f"{paired.mean():+.4f} ± {paired.std(ddof=1) / np.sqrt(paired.size):.4f} "
                  "(standard error).")
         shares = ", ".join(f"{m} {q.max(1).mean():.3f}" for m, (_, q) in cells.items())
-        missed = {m: kl_divergence(p, q)[~majority_correct(p, q).astype(bool)]
+        missed = {m: per_item[m][~majority_correct(p, q).astype(bool)]
                   for m, (_, q) in cells.items()}
         misses = ", ".join(f"{m} {kl.mean():.3f}" if kl.size else f"{m} (misses none)"
                            for m, kl in missed.items())

@@ -329,6 +329,21 @@ def test_adversarial_effect_is_paired_per_condition_and_seed(quality, tmp_path):
     assert "kl_ce 0.007 on dices, kl_ce_adv 0.021 on dices" in summary
 
 
+def test_adversarial_ties_explain_one_hot_targets_only_where_k_is_1(quality):
+    """A tie at k=1 says why (one-hot targets); a tie elsewhere is listed without that reason."""
+    import quality_report
+
+    robustness = [{"dataset": "dices", "method": m, "seed": 0, "settings": {}, "kl": kl,
+                   "annotators": k}
+                  for k in (1, 10) for m, kl in (("kl_ce", 0.0820), ("kl_ce_adv", 0.0822))]
+    lines = quality_report.adversarial_table({"runs": [], "robustness": robustness,
+                                              "sweeps": []})
+    summary = next(line for line in lines if line.startswith("kl_ce_adv is lower"))
+    assert ("the same (within 5e-4) in: dices (trained on k=1 annotators per item) (one-hot "
+            "targets: the ascent cannot leave the simplex's vertex, so ε changes nothing); "
+            "dices (trained on k=10 annotators per item). For scale") in summary
+
+
 def test_a_second_backbone_is_set_beside_the_default_on_shared_seeds(quality):
     """Each method on another backbone beside the default backbone's same method, on the seeds
     both ran, with the prior of those seeds; an unpaired method shows its own seeds alone."""

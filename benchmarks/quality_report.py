@@ -534,11 +534,11 @@ def adversarial_table(results: dict, output: Path | None = None) -> list[str]:
             flatter += h_adv > h_plain
         lines.append(f"| {dataset} | {name} | {', '.join(map(str, shared))} | {plain:.3f} | "
                      f"{adv:.3f} | {adv - plain:+.3f} | {h} |")
-        where = f"{dataset} ({name})"
-        if abs(adv - plain) < 5e-4 and "k=1 " in name:
+        where, tie = f"{dataset} ({name})", abs(adv - plain) < 5e-4
+        if tie and "k=1 " in name:
             where += (" (one-hot targets: the ascent cannot leave the simplex's vertex, so ε "
                       "changes nothing)")
-        (same if abs(adv - plain) < 5e-4 else helped if adv < plain else hurt).append(where)
+        (same if tie else helped if adv < plain else hurt).append(where)
     sds = [f"{m} {np.std(list(v.values()), ddof=1):.3f} on {d}"
            for (d, limit, m), v in sorted(plain_kls(results).items(), key=lambda kv: kv[0][::2])
            if m in OURS and limit is None and len(v) > 1]

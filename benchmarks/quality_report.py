@@ -193,7 +193,7 @@ def away_from_prior(results: dict, output: Path, dataset: str, limit: int | None
     if prior is None or ours is None:
         return "per-item distributions of the prior or the judge were not saved."
     p, q, q_prior = ours[0], ours[1], prior[1]
-    text = (f"mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
+    text = (f"Mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
             f"humans {js_divergence(p, q_prior).mean():.4f} (seed 0). A judge much closer to "
             "the prior than the humans are has learned little beyond the label prior.")
     row = seed0_row(results, dataset, method, limit) or {}

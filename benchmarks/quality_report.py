@@ -191,7 +191,7 @@ def away_from_prior(results: dict, output: Path, dataset: str, limit: int | None
     """How far the judge's and the humans' per-item distributions sit from the label prior."""
     prior, ours = (seed0_items(results, output, dataset, m, limit) for m in ("prior", method))
     if prior is None or ours is None:
-        return "per-item distributions of the prior or the judge were not saved."
+        return "Per-item distributions of the prior or the judge were not saved."
     p, q, q_prior = ours[0], ours[1], prior[1]
     text = (f"Mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
             f"humans {js_divergence(p, q_prior).mean():.4f} (seed 0). A judge much closer to "

@@ -36,6 +36,7 @@ PAPER_REDUCTION = {"snli": (0.60, 0.23), "summeval-coherence": (0.73, 0.53)}
 ORDER = ("uniform", "prior", "raw", "raw_temperature", "single_point", "kl", "kl_ce",
          "kl_ce_adv")
 OURS = ("kl_ce", "kl_ce_adv")
+LABEL_ONLY = ("uniform", "prior")  # baselines that ignore the item: one distribution for all
 ROBUST_METHODS = ("single_point", "kl_ce", "kl_ce_adv")  # robustness study (a) (quality.py)
 ONE_ANNOTATOR_NOTE = ("not run: with one annotator per item p is one-hot, so KL(p‖q) = "
                       "CE(majority, q) and every α trains the same loss, and the adversarial "
@@ -297,9 +298,9 @@ def lowest_line(kls: dict[str, dict[int, float]], label: str, dataset: str, limi
     rival, theirs, mine, shared = beaten[ours][0]
     others = f" (and {len(beaten[ours]) - 1} more)" if len(beaten[ours]) > 1 else ""
     rivals = [r[0] for r in beaten[ours]]
-    whys = [] if rival in ("uniform", "prior") else [
+    whys = [] if rival in LABEL_ONLY else [
         against_trained(results, output, dataset, limit, rival, ours)]
-    if {"uniform", "prior"} & set(rivals):  # a label-only baseline below ours: how far from it
+    if set(LABEL_ONLY) & set(rivals):  # a label-only baseline below ours: how far from it
         whys.append(away_from_prior(results, output, dataset, limit, ours))
     return [line + f"NOT met: {rival} has {theirs:.3f} against {mine:.3f} on seed"
             f"{'s' * (len(shared) > 1)} {', '.join(map(str, shared))}{others}.",
@@ -697,7 +698,7 @@ def plot_reliability_and_entropy(results: dict, output: Path, path: Path) -> boo
     """Reliability diagram and H(p) vs H(q) of each method variant with saved items (seed 0)."""
     picked = {}
     for row in results["runs"]:
-        if row["seed"] == 0 and row["method"] not in ("uniform", "prior"):
+        if row["seed"] == 0 and row["method"] not in LABEL_ONLY:
             got = load_items_file(row["key"], output)
             if got is not None:
                 picked[(row["dataset"], variant(row))] = got

@@ -298,8 +298,8 @@ def lowest_line(kls: dict[str, dict[int, float]], label: str, dataset: str, limi
     rival, theirs, mine, shared = beaten[ours][0]
     others = f" (and {len(beaten[ours]) - 1} more)" if len(beaten[ours]) > 1 else ""
     rivals = [r[0] for r in beaten[ours]]
-    whys = [] if rival in LABEL_ONLY else [
-        against_trained(results, output, dataset, limit, rival, ours)]
+    trained = [r for r in rivals if r not in LABEL_ONLY]  # the widest trained gap, if any
+    whys = [against_trained(results, output, dataset, limit, trained[0], ours)] if trained else []
     if set(LABEL_ONLY) & set(rivals):  # a label-only baseline below ours: how far from it
         whys.append(away_from_prior(results, output, dataset, limit, ours))
     return [line + f"NOT met: {rival} has {theirs:.3f} against {mine:.3f} on seed"

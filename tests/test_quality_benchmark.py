@@ -118,16 +118,18 @@ def test_sweep_cells_train_and_judge_inside_the_train_split(quality):
 
 
 @pytest.mark.parametrize("limit", [None, 400])  # all train items, or a --limit subsample
-@pytest.mark.parametrize("rival", [False, True])  # a trained method also below ours, or not
+# a trained method also below ours: none, one below the prior too, or one between the two
+@pytest.mark.parametrize("rival", [None, "below_prior", "above_prior"])
 def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path, limit, rival):
     import quality_report
 
     output = tmp_path / "quality.json"
     p = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]])
     prior, judge = np.tile([0.5, 0.5], (3, 1)), np.tile([0.55, 0.45], (3, 1))
-    sharper = np.array([[0.6, 0.4], [0.5, 0.5], [0.4, 0.6]])  # below the prior too
+    other = {"below_prior": np.array([[0.6, 0.4], [0.5, 0.5], [0.4, 0.6]]),
+             "above_prior": np.tile([0.52, 0.48], (3, 1))}.get(rival)
     results = {"runs": [], "robustness": [], "sweeps": [], "ceilings": {}}
-    methods = (("prior", prior), ("kl_ce", judge)) + ((("single_point", sharper),) if rival else ())
+    methods = (("prior", prior), ("kl_ce", judge)) + ((("single_point", other),) if rival else ())
     for method, q in methods:
         row = {"dataset": "toy", "method": method, "seed": 0, "settings": {}, "limit": limit,
                "key": f"toy/{method}", "kl": float(quality.kl_divergence(p, q).mean())}
@@ -138,10 +140,11 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path,
     if limit:  # baselines on all train items too: that group points to the subsampled one
         results["runs"].append({**results["runs"][0], "limit": None, "key": "toy/prior/all"})
     lines = quality_report.targets(results, output)
-    assert any(f"NOT met: {'single_point' if rival else 'prior'}" in line for line in lines)
+    widest = "single_point" if rival == "below_prior" else "prior"
+    assert any(f"NOT met: {widest}" in line for line in lines)
     assert any(line.endswith("checked on its own line.") for line in lines) == bool(limit)
     why = next(line for line in lines if "Why, measured" in line)
-    assert ("kl_ce minus single_point" in why) == rival  # the trained rival's paired gap
+    assert ("kl_ce minus single_point" in why) == bool(rival)  # the trained rival's paired gap
     expected = quality_report.js_divergence(judge, prior).mean()
     assert f"judge {expected:.4f}" in why and "humans" in why
     assert "per epoch 0.520, 0.470; the prior's loss on the same training items 0.466" in why

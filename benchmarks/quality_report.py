@@ -242,6 +242,23 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
     return text
 
 
+def settings_tried(results: dict, dataset: str, limit: int | None) -> str:
+    """The cells of this dataset and split that changed a training option (--set), with their
+    KL and training loss beside the prior's: what was tried to move the number."""
+    rows = sorted((r for r in results["runs"] if r["dataset"] == dataset and r.get("settings")
+                   and plain_test({**r, "settings": {}}, limit)),
+                  key=lambda r: (variant_order(variant(r)), r["seed"]))
+    parts = []
+    for row in rows:
+        text = f"{variant(row)} {row['kl']:.3f} on seed {row['seed']}"
+        losses, floor = row.get("train_loss_by_epoch"), row.get("prior_train_loss")
+        if losses and floor is not None:
+            text += (f" (training loss per epoch {', '.join(f'{x:.3f}' for x in losses)}"
+                     f" against the prior's {floor:.3f})")
+        parts.append(text)
+    return f"Tried: {'; '.join(parts)}." if parts else ""
+
+
 def paired_means(kls: dict[str, dict[int, float]]) -> tuple[dict[str, float], str]:
     """Mean KL per method over the seeds every method shares (splits differ per seed, so means
     over different seeds would compare different test sets), and a note saying which seeds."""
@@ -302,9 +319,10 @@ def lowest_line(kls: dict[str, dict[int, float]], label: str, dataset: str, limi
     whys = [against_trained(results, output, dataset, limit, trained[0], ours)] if trained else []
     if set(LABEL_ONLY) & set(rivals):  # a label-only baseline below ours: how far from it
         whys.append(away_from_prior(results, output, dataset, limit, ours))
+    whys.append(settings_tried(results, dataset, limit))
     return [line + f"NOT met: {rival} has {theirs:.3f} against {mine:.3f} on seed"
             f"{'s' * (len(shared) > 1)} {', '.join(map(str, shared))}{others}.",
-            f"  Why, measured: {' '.join(whys)}"]
+            f"  Why, measured: {' '.join(w for w in whys if w)}"]
 
 
 def targets(results: dict, output: Path) -> list[str]:

@@ -151,6 +151,25 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path,
     assert "(underfitting, not overfitting)" in why
 
 
+def test_training_options_tried_are_listed_under_the_unmet_target(quality, tmp_path):
+    import quality_report
+
+    def row(method, kl, **extra):
+        return {"dataset": "toy", "method": method, "seed": 0, "settings": {}, "limit": None,
+                "key": f"toy/{method}/{extra}", "kl": kl, **extra}
+
+    results = {"runs": [row("prior", 0.40), row("kl_ce", 0.41),
+                        row("kl_ce", 0.405, settings={"num_train_epochs": 4},
+                            train_loss_by_epoch=[0.48, 0.47], prior_train_loss=0.466),
+                        row("kl_ce", 0.30, settings={"learning_rate": 1e-4}, limit=400),
+                        row("kl_ce", 0.30, settings={"learning_rate": 1e-4}, backbone="other")],
+               "robustness": [], "sweeps": [], "ceilings": {}}
+    why = next(line for line in quality_report.targets(results, tmp_path / "quality.json")
+               if "Why, measured" in line)
+    assert why.endswith("Tried: kl_ce, num_train_epochs=4 0.405 on seed 0 (training loss per "
+                        "epoch 0.480, 0.470 against the prior's 0.466).")  # not the other splits
+
+
 @pytest.mark.parametrize("limit", [None, 2000])
 def test_fitted_temperature_is_reported_with_its_train_items(quality, tmp_path, limit):
     import quality_report

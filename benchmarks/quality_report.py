@@ -229,9 +229,11 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
         p = cells[best][0]
         per_item = {m: kl_divergence(p, q) for m, (_, q) in cells.items()}
         paired = per_item[ours] - per_item[best]
+        se = paired.std(ddof=1) / np.sqrt(paired.size)
+        verdict = ("within two standard errors: the two are not told apart on this test set"
+                   if abs(paired.mean()) < 2 * se else "beyond two standard errors")
         text += (f" Seed 0, paired over its {paired.size} test items: {ours} minus {best} "
-                 f"{paired.mean():+.4f} ± {paired.std(ddof=1) / np.sqrt(paired.size):.4f} "
-                 "(standard error).")
+                 f"{paired.mean():+.4f} ± {se:.4f} (standard error), {verdict}.")
         shares = ", ".join(f"{m} {q.max(1).mean():.3f}" for m, (_, q) in cells.items())
         missed = {m: per_item[m][~majority_correct(p, q).astype(bool)]
                   for m, (_, q) in cells.items()}

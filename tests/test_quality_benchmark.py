@@ -267,7 +267,9 @@ def test_a_trained_rival_is_weighed_against_the_spread_over_seeds(quality, tmp_p
     assert "top-label share kl 0.633, kl_ce_adv 0.767, humans 0.700" in why
     assert f"kl (misses none), kl_ce_adv {missed:.3f}." in why
     paired = quality.kl_divergence(p, q["kl_ce_adv"]) - quality.kl_divergence(p, q["kl"])
-    assert f"3 test items: kl_ce_adv minus kl {paired.mean():+.4f} ± " in why
+    se = paired.std(ddof=1) / np.sqrt(paired.size)
+    assert f"3 test items: kl_ce_adv minus kl {paired.mean():+.4f} ± {se:.4f}" in why
+    assert ("not told apart" in why) == (abs(paired.mean()) < 2 * se)
     one_seed = quality_report.targets({**results, "runs": runs[1::2]}, output)
     why = next(line for line in one_seed if "Why, measured" in line)
     assert "(one seed of kl_ce_adv: no sd over seeds)" in why and "nan" not in why

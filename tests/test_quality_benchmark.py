@@ -275,6 +275,25 @@ def test_a_trained_rival_is_weighed_against_the_spread_over_seeds(quality, tmp_p
     assert "(one seed of kl_ce_adv: no sd over seeds)" in why and "nan" not in why
 
 
+def test_a_consistent_paired_gap_is_called_beyond_two_standard_errors(quality, tmp_path):
+    import quality_report
+
+    output = tmp_path / "quality.json"
+    p = np.tile([0.7, 0.3], (20, 1))
+    q = {"kl": p.copy(), "kl_ce": np.tile([0.9, 0.1], (20, 1)) + np.linspace(0, 0.05, 20)[:, None]
+         * np.array([1, -1])}  # worse on every item, by slightly different amounts
+    runs = []
+    for method in q:
+        row = {"dataset": "toy", "method": method, "seed": 0, "settings": {},
+               "key": f"toy/{method}", "kl": float(quality.kl_divergence(p, q[method]).mean())}
+        runs.append(row)
+        quality.save_items(quality.items_path(output, row["key"]), row, p, q[method], ["a", "b"])
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": [],
+                                    "ceilings": {}}, output)
+    why = next(line for line in lines if "Why, measured" in line)
+    assert "(standard error), beyond two standard errors." in why
+
+
 def test_still_to_run_lists_what_the_issue_asks_and_the_rows_lack(quality):
     import quality_report
 

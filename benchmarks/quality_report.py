@@ -386,7 +386,7 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
         lines.append(f"- {dataset} ({size}): KL reduction over single point {100 * cut:.0f}%"
                      f"{seeds} (paper {100 * paper:.0f}%): {'met' if cut >= paper else 'NOT met'}.")
         if cut < paper:
-            lines.append("  Why, measured: " + where_kl_stays(
+            lines.append("  Why, measured (seed 0): " + where_kl_stays(
                 results, output, dataset, limit, ours, paper_single))
     return lines or [f"- {dataset}: reduction over single point not measured yet."]
 

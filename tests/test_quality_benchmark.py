@@ -216,7 +216,7 @@ def test_an_unmet_reduction_target_says_where_the_kl_stays(quality, tmp_path):
         quality.save_items(quality.items_path(output, row["key"]), row, p, q, ["e", "n", "c"])
     lines = quality_report.targets(results, output)
     target = next(i for i, line in enumerate(lines) if "reduction over single point" in line)
-    assert "NOT met" in lines[target] and lines[target + 1].startswith("  Why, measured:")
+    assert "NOT met" in lines[target] and lines[target + 1].startswith("  Why, measured (seed 0):")
     kl = quality.kl_divergence(p, ours)  # ours misses the majority on item 1 only
     why = lines[target + 1]
     assert f"kl_ce KL {kl[[0, 2, 3]].mean():.3f} on the 75.0% of items" in why

@@ -241,7 +241,22 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
                            for m, kl in missed.items())
         text += (f" Seed 0: mean top-label share {shares}, humans {p.max(1).mean():.3f}; KL on "
                  f"the items whose majority label it misses: {misses}.")
+        text += one_hot_split(p, paired, ours, best)
     return text
+
+
+def one_hot_split(p: np.ndarray, paired: np.ndarray, ours: str, best: str) -> str:
+    """The paired gap apart on items whose human distribution is one-hot (one vote, or all
+    annotators agree), where KL(p‖q) is CE(majority, q) and every α trains the same loss."""
+    one_hot = p.max(1) > 1 - 1e-9
+    if one_hot.all() or not one_hot.any():
+        return ""
+    gaps = [f"{paired[part].mean():+.4f} ± {paired[part].std(ddof=1) / np.sqrt(part.sum()):.4f}"
+            if part.sum() > 1 else f"{paired[part].mean():+.4f}" for part in (one_hot, ~one_hot)]
+    return (f" {100 * one_hot.mean():.0f}% of the test items have a one-hot human distribution "
+            f"(one vote, or all annotators agree), where KL(p‖q) = CE(majority, q), the same "
+            f"loss for every α: {ours} minus {best} {gaps[0]} there, {gaps[1]} on the "
+            f"{(~one_hot).sum()} items the annotators split.")
 
 
 def settings_tried(results: dict, dataset: str, limit: int | None) -> str:

@@ -294,6 +294,21 @@ def test_a_consistent_paired_gap_is_called_beyond_two_standard_errors(quality, t
     assert "(standard error), beyond two standard errors." in why
 
 
+def test_the_paired_gap_is_split_by_one_hot_human_distributions(quality):
+    import quality_report
+
+    p = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.4], [0.5, 0.5]])
+    paired = np.array([0.03, 0.01, 0.02, -0.01, -0.03])  # ours minus rival, per item
+    text = quality_report.one_hot_split(p, paired, "kl_ce", "single_point")
+    assert text.startswith(" 60% of the test items have a one-hot human distribution")
+    one_hot_se = np.std([0.03, 0.01, 0.02], ddof=1) / np.sqrt(3)
+    split_se = np.std([-0.01, -0.03], ddof=1) / np.sqrt(2)
+    assert f"kl_ce minus single_point +0.0200 ± {one_hot_se:.4f} there" in text
+    assert f"-0.0200 ± {split_se:.4f} on the 2 items the annotators split." in text
+    assert quality_report.one_hot_split(p[3:], paired[3:], "kl_ce", "kl") == ""  # none one-hot
+    assert quality_report.one_hot_split(p[:3], paired[:3], "kl_ce", "kl") == ""  # all one-hot
+
+
 def test_still_to_run_lists_what_the_issue_asks_and_the_rows_lack(quality):
     import quality_report
 

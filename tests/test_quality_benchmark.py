@@ -294,6 +294,32 @@ def test_a_consistent_paired_gap_is_called_beyond_two_standard_errors(quality, t
     assert "(standard error), beyond two standard errors." in why
 
 
+def test_a_met_target_names_the_closest_method_and_the_paired_gap(quality, tmp_path):
+    import quality_report
+
+    output = tmp_path / "quality.json"
+    p = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    q = {"kl_ce": np.array([[0.7, 0.3], [0.6, 0.4], [0.4, 0.6]]),
+         "single_point": np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]]), "prior": None}
+    runs = []
+    for method, kl in (("kl_ce", 0.10), ("single_point", 0.12), ("prior", 0.30)):
+        row = {"dataset": "toy", "method": method, "seed": 0, "settings": {},
+               "key": f"toy/{method}", "kl": kl}
+        runs.append(row)
+        if q[method] is not None:
+            quality.save_items(quality.items_path(output, row["key"]), row, p, q[method],
+                               ["a", "b"])
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": [],
+                                    "ceilings": {}}, output)
+    met = next(line for line in lines if "lowest of all: met." in line)
+    paired = quality.kl_divergence(p, q["kl_ce"]) - quality.kl_divergence(p, q["single_point"])
+    se = paired.std(ddof=1) / np.sqrt(3)
+    assert met.endswith(f"Closest other method: single_point 0.120. Seed 0, paired over its 3 "
+                        f"test items: kl_ce minus single_point {paired.mean():+.4f} ± {se:.4f} "
+                        "(standard error), within two standard errors: the two are not told "
+                        "apart on this test set.")
+
+
 def test_the_paired_gap_is_split_by_one_hot_human_distributions(quality):
     import quality_report
 

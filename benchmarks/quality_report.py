@@ -241,10 +241,15 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
     return text
 
 
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (sample sd, ddof 1)."""
+    return float(values.std(ddof=1) / np.sqrt(values.size))
+
+
 def paired_verdict(paired: np.ndarray, ours: str, rival: str) -> str:
     """Seed 0's per-item KL gap (ours minus rival), its standard error, and whether the test
     set tells the two apart."""
-    se = paired.std(ddof=1) / np.sqrt(paired.size)
+    se = standard_error(paired)
     verdict = ("within two standard errors: the two are not told apart on this test set"
                if abs(paired.mean()) < 2 * se else "beyond two standard errors")
     return (f"Seed 0, paired over its {paired.size} test items: {ours} minus {rival} "
@@ -254,8 +259,8 @@ def paired_verdict(paired: np.ndarray, ours: str, rival: str) -> str:
 def runner_up(results: dict, output: Path, dataset: str, limit: int | None,
               kls: dict[str, dict[int, float]], ours: str) -> str:
     """For a met target: how far ours is below the closest other method, paired on seed 0."""
-    others = {m: shared_means(v, kls[ours])[0] for m, v in kls.items()
-              if m not in OURS and shared_means(v, kls[ours])[2]}
+    against = {m: shared_means(v, kls[ours]) for m, v in kls.items() if m not in OURS}
+    others = {m: theirs for m, (theirs, _, shared) in against.items() if shared}
     if not others:
         return ""
     rival = min(others, key=others.get)
@@ -274,7 +279,7 @@ def one_hot_split(p: np.ndarray, paired: np.ndarray, ours: str, best: str) -> st
     one_hot = p.max(1) > 1 - 1e-9
     if one_hot.all() or not one_hot.any():
         return ""
-    gaps = [f"{paired[part].mean():+.4f} ± {paired[part].std(ddof=1) / np.sqrt(part.sum()):.4f}"
+    gaps = [f"{paired[part].mean():+.4f} ± {standard_error(paired[part]):.4f}"
             if part.sum() > 1 else f"{paired[part].mean():+.4f}" for part in (one_hot, ~one_hot)]
     return (f" {100 * one_hot.mean():.0f}% of the test items have a one-hot human distribution "
             f"(one vote, or all annotators agree), where KL(p‖q) = CE(majority, q), the same "

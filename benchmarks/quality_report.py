@@ -174,30 +174,45 @@ def multi_vote_table(results: dict) -> list[str]:
     return lines + [""]
 
 
-def seed0_row(results: dict, dataset: str, method: str, limit: int | None = None) -> dict | None:
-    """The row of a plain seed-0 test cell (trained on ``limit`` items), if run."""
+def seed_row(results: dict, dataset: str, method: str, limit: int | None = None,
+             seed: int = 0) -> dict | None:
+    """The row of a plain test cell of ``seed`` (trained on ``limit`` items), if run."""
     return next((r for r in results["runs"] if (r["dataset"], r["method"], r["seed"]) ==
-                 (dataset, method, 0) and plain_test(r, limit)), None)
+                 (dataset, method, seed) and plain_test(r, limit)), None)
 
 
-def seed0_items(results: dict, output: Path, dataset: str, method: str, limit: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-item p and q of a plain seed-0 test cell (trained on ``limit`` items), if saved."""
-    row = seed0_row(results, dataset, method, limit)
+def seed_items(results: dict, output: Path, dataset: str, method: str, limit: int | None = None,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-item p and q of a plain test cell of ``seed`` (trained on ``limit`` items), if saved."""
+    row = seed_row(results, dataset, method, limit, seed)
     return load_items_file(row["key"], output) if row else None
+
+
+def paired_gaps(results: dict, output: Path, dataset: str, limit: int | None, ours: str,
+                rival: str) -> dict[int, np.ndarray]:
+    """Per seed where both cells saved their items: the per-item KL gap (ours minus rival) on
+    that seed's test items."""
+    seeds = sorted({r["seed"] for r in results["runs"] if r["dataset"] == dataset})
+    gaps = {}
+    for seed in seeds:
+        cells = [seed_items(results, output, dataset, m, limit, seed) for m in (ours, rival)]
+        if all(c is not None for c in cells):
+            p = cells[1][0]
+            gaps[seed] = kl_divergence(p, cells[0][1]) - kl_divergence(p, cells[1][1])
+    return gaps
 
 
 def away_from_prior(results: dict, output: Path, dataset: str, limit: int | None, method: str
                     ) -> str:
     """How far the judge's and the humans' per-item distributions sit from the label prior."""
-    prior, ours = (seed0_items(results, output, dataset, m, limit) for m in ("prior", method))
+    prior, ours = (seed_items(results, output, dataset, m, limit) for m in ("prior", method))
     if prior is None or ours is None:
         return "Per-item distributions of the prior or the judge were not saved."
     p, q, q_prior = ours[0], ours[1], prior[1]
     text = (f"Mean JSD to the train label prior: judge {js_divergence(q, q_prior).mean():.4f}, "
             f"humans {js_divergence(p, q_prior).mean():.4f} (seed 0). A judge much closer to "
             "the prior than the humans are has learned little beyond the label prior.")
-    row = seed0_row(results, dataset, method, limit) or {}
+    row = seed_row(results, dataset, method, limit) or {}
     losses, floor = row.get("train_loss_by_epoch"), row.get("prior_train_loss")
     if losses and floor is not None:
         fitted = ("it did not fit its own training items better than the prior does either "
@@ -224,12 +239,11 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
         text += f" against {ours}'s sd over seeds {np.std(list(kls[ours].values()), ddof=1):.4f}."
     else:
         text += f" (one seed of {ours}: no sd over seeds)."
-    cells = {m: seed0_items(results, output, dataset, m, limit) for m in (best, ours)}
+    text += paired_verdicts(paired_gaps(results, output, dataset, limit, ours, best), ours, best)
+    cells = {m: seed_items(results, output, dataset, m, limit) for m in (best, ours)}
     if all(c is not None for c in cells.values()):
         p = cells[best][0]
         per_item = {m: kl_divergence(p, q) for m, (_, q) in cells.items()}
-        paired = per_item[ours] - per_item[best]
-        text += " " + paired_verdict(paired, ours, best)
         shares = ", ".join(f"{m} {q.max(1).mean():.3f}" for m, (_, q) in cells.items())
         missed = {m: per_item[m][~majority_correct(p, q).astype(bool)]
                   for m, (_, q) in cells.items()}
@@ -237,7 +251,7 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
                            for m, kl in missed.items())
         text += (f" Seed 0: mean top-label share {shares}, humans {p.max(1).mean():.3f}; KL on "
                  f"the items whose majority label it misses: {misses}.")
-        text += one_hot_split(p, paired, ours, best)
+        text += one_hot_split(p, per_item[ours] - per_item[best], ours, best)
     return text
 
 
@@ -246,31 +260,33 @@ def standard_error(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(values.size))
 
 
-def paired_verdict(paired: np.ndarray, ours: str, rival: str) -> str:
-    """Seed 0's per-item KL gap (ours minus rival), its standard error, and whether the test
-    set tells the two apart."""
-    se = standard_error(paired)
-    verdict = ("within two standard errors: the two are not told apart on this test set"
-               if abs(paired.mean()) < 2 * se else "beyond two standard errors")
-    return (f"Seed 0, paired over its {paired.size} test items: {ours} minus {rival} "
-            f"{paired.mean():+.4f} ± {se:.4f} (standard error), {verdict}.")
+def paired_verdicts(gaps: dict[int, np.ndarray], ours: str, rival: str) -> str:
+    """Per seed: the per-item KL gap (ours minus rival), its standard error, and whether that
+    seed's test set tells the two apart; "" when no seed saved both cells' items."""
+    if not gaps:
+        return ""
+    parts, within = [], False
+    for seed, paired in gaps.items():
+        se = standard_error(paired)
+        close = abs(paired.mean()) < 2 * se
+        within |= close
+        parts.append(f"seed {seed}, {paired.size} items: {paired.mean():+.4f} ± {se:.4f}, "
+                     f"{'within' if close else 'beyond'} two standard errors")
+    return (f" Paired over each seed's test items, {ours} minus {rival} (± standard error): "
+            + "; ".join(parts) + "." + (" Within two standard errors, that seed's test set does "
+                                        "not tell the two apart." if within else ""))
 
 
 def runner_up(results: dict, output: Path, dataset: str, limit: int | None,
               kls: dict[str, dict[int, float]], ours: str) -> str:
-    """For a met target: how far ours is below the closest other method, paired on seed 0."""
+    """For a met target: how far ours is below the closest other method, paired per seed."""
     against = {m: shared_means(v, kls[ours]) for m, v in kls.items() if m not in OURS}
     others = {m: theirs for m, (theirs, _, shared) in against.items() if shared}
     if not others:
         return ""
     rival = min(others, key=others.get)
-    cells = {m: seed0_items(results, output, dataset, m, limit) for m in (rival, ours)}
-    if any(c is None for c in cells.values()):
-        return f" Closest other method: {rival} {others[rival]:.3f}."
-    p = cells[rival][0]
-    paired = kl_divergence(p, cells[ours][1]) - kl_divergence(p, cells[rival][1])
-    return f" Closest other method: {rival} {others[rival]:.3f}. " + paired_verdict(
-        paired, ours, rival)
+    return f" Closest other method: {rival} {others[rival]:.3f}." + paired_verdicts(
+        paired_gaps(results, output, dataset, limit, ours, rival), ours, rival)
 
 
 def one_hot_split(p: np.ndarray, paired: np.ndarray, ours: str, best: str) -> str:
@@ -439,7 +455,7 @@ def where_kl_stays(results: dict, output: Path, dataset: str, limit: int | None,
                    paper_single: float) -> str:
     """Single point's and ours' KL split by whether the top label is the humans' majority,
     and how confident each is beside the humans (seed 0)."""
-    cells = {m: seed0_items(results, output, dataset, m, limit) for m in ("single_point", method)}
+    cells = {m: seed_items(results, output, dataset, m, limit) for m in ("single_point", method)}
     if any(c is None for c in cells.values()):
         return "per-item distributions of single point or the judge were not saved."
     parts, kls = [], {}

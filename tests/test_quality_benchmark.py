@@ -268,8 +268,9 @@ def test_a_trained_rival_is_weighed_against_the_spread_over_seeds(quality, tmp_p
     assert f"kl (misses none), kl_ce_adv {missed:.3f}." in why
     paired = quality.kl_divergence(p, q["kl_ce_adv"]) - quality.kl_divergence(p, q["kl"])
     se = paired.std(ddof=1) / np.sqrt(paired.size)
-    assert f"3 test items: kl_ce_adv minus kl {paired.mean():+.4f} ± {se:.4f}" in why
-    assert ("not told apart" in why) == (abs(paired.mean()) < 2 * se)
+    assert (f"kl_ce_adv minus kl (± standard error): seed 0, 3 items: {paired.mean():+.4f} ± "
+            f"{se:.4f}, ") in why and "seed 1, " not in why  # seed 1 saved no items
+    assert ("does not tell the two apart" in why) == (abs(paired.mean()) < 2 * se)
     one_seed = quality_report.targets({**results, "runs": runs[1::2]}, output)
     why = next(line for line in one_seed if "Why, measured" in line)
     assert "(one seed of kl_ce_adv: no sd over seeds)" in why and "nan" not in why
@@ -291,10 +292,11 @@ def test_a_consistent_paired_gap_is_called_beyond_two_standard_errors(quality, t
     lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": [],
                                     "ceilings": {}}, output)
     why = next(line for line in lines if "Why, measured" in line)
-    assert "(standard error), beyond two standard errors." in why
+    assert "seed 0, 20 items:" in why and ", beyond two standard errors." in why
+    assert "does not tell the two apart" not in why
 
 
-def test_a_met_target_names_the_closest_method_and_the_paired_gap(quality, tmp_path):
+def test_a_met_target_names_the_closest_method_and_the_paired_gap_per_seed(quality, tmp_path):
     import quality_report
 
     output = tmp_path / "quality.json"
@@ -302,22 +304,27 @@ def test_a_met_target_names_the_closest_method_and_the_paired_gap(quality, tmp_p
     q = {"kl_ce": np.array([[0.7, 0.3], [0.6, 0.4], [0.4, 0.6]]),
          "single_point": np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]]), "prior": None}
     runs = []
-    for method, kl in (("kl_ce", 0.10), ("single_point", 0.12), ("prior", 0.30)):
-        row = {"dataset": "toy", "method": method, "seed": 0, "settings": {},
-               "key": f"toy/{method}", "kl": kl}
-        runs.append(row)
-        if q[method] is not None:
-            quality.save_items(quality.items_path(output, row["key"]), row, p, q[method],
-                               ["a", "b"])
+    for seed in (0, 1):
+        for method, kl in (("kl_ce", 0.10), ("single_point", 0.12), ("prior", 0.30)):
+            row = {"dataset": "toy", "method": method, "seed": seed, "settings": {},
+                   "key": f"toy/{method}/{seed}", "kl": kl}
+            runs.append(row)
+            if q[method] is not None:  # seed 1's items: seed 0's, each item twice
+                quality.save_items(quality.items_path(output, row["key"]), row,
+                                   np.tile(p, (seed + 1, 1)), np.tile(q[method], (seed + 1, 1)),
+                                   ["a", "b"])
     lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": [],
                                     "ceilings": {}}, output)
     met = next(line for line in lines if "lowest of all: met." in line)
     paired = quality.kl_divergence(p, q["kl_ce"]) - quality.kl_divergence(p, q["single_point"])
-    se = paired.std(ddof=1) / np.sqrt(3)
-    assert met.endswith(f"Closest other method: single_point 0.120. Seed 0, paired over its 3 "
-                        f"test items: kl_ce minus single_point {paired.mean():+.4f} ± {se:.4f} "
-                        "(standard error), within two standard errors: the two are not told "
-                        "apart on this test set.")
+    se = [np.tile(paired, n).std(ddof=1) / np.sqrt(3 * n) for n in (1, 2)]
+    assert abs(paired.mean()) < 2 * se[0] and abs(paired.mean()) > 2 * se[1]  # more items
+    assert met.endswith(f"Closest other method: single_point 0.120. Paired over each seed's test "
+                        f"items, kl_ce minus single_point (± standard error): seed 0, 3 items: "
+                        f"{paired.mean():+.4f} ± {se[0]:.4f}, within two standard errors; "
+                        f"seed 1, 6 items: {paired.mean():+.4f} ± {se[1]:.4f}, beyond two "
+                        "standard errors. Within two standard errors, that seed's test set does "
+                        "not tell the two apart.")
 
 
 def test_the_paired_gap_is_split_by_one_hot_human_distributions(quality):

@@ -434,14 +434,10 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
     lines = []
     for limit in sorted({lim for d, lim, _ in plain if d == dataset},
                         key=lambda lim: lim or float("inf")):
-        kls = {m: plain[(dataset, limit, m)] for m in ("single_point", *OURS)
-               if (dataset, limit, m) in plain}
-        if "single_point" not in kls or len(kls) < 2:
+        reduction = single_point_reduction(plain, dataset, limit)
+        if reduction is None:
             continue
-        means, seeds = paired_means(kls)
-        single = means.pop("single_point")
-        ours_kl, ours = min((kl, m) for m, kl in means.items())
-        cut = 1 - ours_kl / single
+        cut, ours, seeds = reduction
         size = f"trained on {limit} items" if limit else "all train items"
         lines.append(f"- {dataset} ({size}): KL reduction over single point {100 * cut:.0f}%"
                      f"{seeds} (paper {100 * paper:.0f}%): {'met' if cut >= paper else 'NOT met'}.")
@@ -660,7 +656,52 @@ def backbone_table(results: dict) -> list[str]:
                 else "-"
             lines.append(f"| {dataset} | {backbone} | {method} | {', '.join(map(str, seeds))} | "
                          f"{theirs:.3f} | {default_kl} | {prior_kl} |")
-    return lines + [""]
+    return lines + ["", *backbone_verdicts(results, backbones), ""]
+
+
+def backbone_verdicts(results: dict, backbones: list[str]) -> list[str]:
+    """Per other backbone and dataset: which method is lowest among those run on it (with the
+    label-only baselines, which need no weights), and ours' KL reduction over single point
+    beside the default backbone's on the same seeds."""
+    plain, lines = plain_kls(results), []
+    for backbone in backbones:
+        mine = plain_kls(results, backbone)
+        for dataset in sorted({d for d, limit, _ in mine if limit is None}):
+            kls = {m: plain[(dataset, None, m)] for m in LABEL_ONLY if (dataset, None, m) in plain}
+            kls |= {m: v for (d, limit, m), v in mine.items() if d == dataset and limit is None}
+            if not set(OURS) & set(kls):
+                continue
+            means, seeds = paired_means(kls)
+            ranked = ", ".join(f"{m} {kl:.3f}" for m, kl in sorted(means.items(),
+                                                                   key=lambda mk: mk[1]))
+            verdict = "ours" if min(means, key=means.get) in OURS else "NOT ours"
+            line = f"- {dataset} on {backbone}{seeds}: lowest KL: {verdict} ({ranked})."
+            single_seeds = set(mine.get((dataset, None, "single_point"), {}))
+            cuts = {backbone: single_point_reduction(mine, dataset, None),
+                    DEFAULT_MODEL: single_point_reduction(plain, dataset, None, single_seeds)}
+            if all(cuts.values()):
+                line += " KL reduction of ours over single point: " + ", ".join(
+                    f"{name} {100 * cut[0]:.0f}%" for name, cut in cuts.items()) + \
+                    " (on the seeds single point ran on " + backbone + ")."
+            lines.append(line)
+    return lines
+
+
+def single_point_reduction(plain: dict[tuple, dict[int, float]], dataset: str,
+                           limit: int | None, seeds: set[int] | None = None
+                           ) -> tuple[float, str, str] | None:
+    """(1 - ours' lowest mean KL / single point's, which of ours, the seeds note of
+    :func:`paired_means`) from ``plain`` (:func:`plain_kls`), on the seeds in ``seeds`` if
+    given; None without both sides."""
+    kls = {m: {s: kl for s, kl in plain.get((dataset, limit, m), {}).items()
+               if seeds is None or s in seeds} for m in ("single_point", *OURS)}
+    kls = {m: by_seed for m, by_seed in kls.items() if by_seed}
+    if "single_point" not in kls or len(kls) < 2:
+        return None
+    means, note = paired_means(kls)
+    single = means.pop("single_point")
+    ours_kl, ours = min((kl, m) for m, kl in means.items())
+    return 1 - ours_kl / single, ours, note
 
 
 def sweeps_table(results: dict) -> list[str]:

@@ -459,6 +459,32 @@ def test_a_second_backbone_is_set_beside_the_default_on_shared_seeds(quality):
     assert quality_report.backbone_table({"runs": runs[:4]}) == ["Not run yet.", ""]
 
 
+def test_a_second_backbone_says_which_method_is_lowest_and_its_cut_over_single_point(quality):
+    """On another backbone: its methods ranked with the weight-free label baselines, on the
+    seeds all share; ours' reduction over single point beside the default backbone's on the
+    seeds single point ran on the other backbone."""
+    import quality_report
+
+    def row(method, seed, kl, backbone="smollm2-135m"):
+        return {"dataset": "chaosnli-snli", "method": method, "seed": seed, "settings": {},
+                "kl": kl, "backbone": backbone}
+
+    runs = [row("prior", 0, 0.48), row("prior", 1, 0.40), row("single_point", 0, 0.50),
+            row("single_point", 1, 0.30), row("kl_ce", 0, 0.40), row("kl_ce", 1, 0.10),
+            row("single_point", 0, 0.60, "gemma3-270m"), row("kl_ce", 0, 0.45, "gemma3-270m"),
+            row("kl_ce_adv", 0, 0.42, "gemma3-270m")]
+    lines = quality_report.backbone_table({"runs": runs})
+    assert ("- chaosnli-snli on gemma3-270m (on seed 0, the ones every method has): lowest KL: "
+            "ours (kl_ce_adv 0.420, kl_ce 0.450, prior 0.480, single_point 0.600). KL reduction "
+            "of ours over single point: gemma3-270m 30%, smollm2-135m 20% (on the seeds single "
+            "point ran on gemma3-270m).") in lines
+    runs[-1] = row("kl_ce_adv", 0, 0.70, "gemma3-270m")
+    runs[-2] = row("kl_ce", 0, 0.65, "gemma3-270m")
+    assert any(line.startswith("- chaosnli-snli on gemma3-270m (on seed 0, the ones every method "
+                               "has): lowest KL: NOT ours (prior 0.480, single_point 0.600")
+               for line in quality_report.backbone_table({"runs": runs}))
+
+
 def test_robustness_rows_say_their_seeds_and_pair_k_all_with_them(quality):
     """(a): the k=all column is the plain cell on the seeds the k columns ran, not on every
     seed; (b): each row lists the seeds it averages."""

@@ -567,20 +567,39 @@ def adversarial_pairs(results: dict) -> dict[tuple[str, str], dict[str, dict[int
     return {key: rows for key, rows in pairs.items() if len(rows) == 2}
 
 
-def entropy_cells(rows: dict[str, dict[int, dict]], seeds: list[int],
-                  output: Path | None) -> tuple[str, list[float]] | None:
-    """'H kl_ce | H kl_ce_adv | H humans' (mean entropy over items, then seeds, in nats) on those
-    of ``seeds`` whose items both methods saved, named when not all; None where none did
+def saved_pairs(rows: dict[str, dict[int, dict]], seeds: list[int], output: Path | None
+                ) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per seed of ``seeds`` where both saved them: the (p, q) items of kl_ce and kl_ce_adv
     (perturbed-target rows save none)."""
     items = {s: [load_items_file(rows[m][s]["key"], output) for m in OURS]
              for s in seeds if output and all("key" in rows[m][s] for m in OURS)}
-    subset = [s for s, pair in items.items() if None not in pair]
-    if not subset:
-        return None
-    h = [float(np.mean([entropy(items[s][i][1]).mean() for s in subset])) for i in (0, 1)]
-    h.append(float(np.mean([entropy(items[s][0][0]).mean() for s in subset])))
-    on = "" if subset == seeds else f" (seeds {', '.join(map(str, subset))})"
+    return {s: pair for s, pair in items.items() if None not in pair}
+
+
+def entropy_cells(pairs: dict[int, list], seeds: list[int]) -> tuple[str, list[float]]:
+    """'H kl_ce | H kl_ce_adv | H humans' (mean entropy over items, then seeds, in nats) from
+    :func:`saved_pairs`, naming the seeds when not all of ``seeds``."""
+    h = [float(np.mean([entropy(pair[i][1]).mean() for pair in pairs.values()])) for i in (0, 1)]
+    h.append(float(np.mean([entropy(pair[0][0]).mean() for pair in pairs.values()])))
+    on = "" if list(pairs) == seeds else f" (seeds {', '.join(map(str, pairs))})"
     return f"{h[0]:.3f} | {h[1]:.3f} | {h[2]:.3f}{on}", h
+
+
+def paired_cell(pairs: dict[int, list]) -> tuple[str, set[str]]:
+    """Per seed 'seed: kl_ce_adv minus kl_ce per item, mean ± standard error', starred beyond
+    two standard errors; and the directions ("lower", "higher") of the starred seeds."""
+    parts, beyond = [], set()
+    for seed, ((p, q_plain), (_, q_adv)) in pairs.items():
+        gap = kl_divergence(p, q_adv) - kl_divergence(p, q_plain)
+        if gap.size < 2:
+            parts.append(f"{seed}: {gap.mean():+.3f}")
+            continue
+        se = standard_error(gap)
+        star = bool(abs(gap.mean()) > 2 * se > 0)
+        if star:
+            beyond.add("lower" if gap.mean() < 0 else "higher")
+        parts.append(f"{seed}: {gap.mean():+.3f} ± {se:.3f}{'*' * star}")
+    return "; ".join(parts), beyond
 
 
 def natural_order(text: str) -> list:
@@ -596,24 +615,30 @@ def adversarial_table(results: dict, output: Path | None = None) -> list[str]:
         return ["No dataset has both kl_ce and kl_ce_adv yet.", ""]
     lines = ["Same α = 0.8; kl_ce_adv adds the ε = 0.25 adversarial target. Each comparison on "
              "the seeds both ran (each seed its own split). H: mean entropy of the judge's q "
-             "(kl_ce, kl_ce_adv) and of the humans' p, in nats, where the cells' items are saved.",
-             "", "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce | H kl_ce | "
-             "H kl_ce_adv | H humans |", "|---|---|---|---|---|---|---|---|---|"]
+             "(kl_ce, kl_ce_adv) and of the humans' p, in nats, where the cells' items are saved; "
+             "paired: per seed, kl_ce_adv minus kl_ce per test item, mean ± standard error, * "
+             "beyond two standard errors.",
+             "", "| dataset | condition | seeds | kl_ce | kl_ce_adv | adv − kl_ce | paired | "
+             "H kl_ce | H kl_ce_adv | H humans |", "|---|---|---|---|---|---|---|---|---|---|"]
     helped, hurt, same, flatter, entropies = [], [], [], 0, 0
+    beyond: dict[str, list[str]] = {"lower": [], "higher": []}
     for (dataset, name), rows in sorted(pairs.items(),
                                         key=lambda kv: (kv[0][0], natural_order(kv[0][1]))):
         kls = {m: {s: r["kl"] for s, r in by_seed.items()} for m, by_seed in rows.items()}
         plain, adv, shared = shared_means(kls["kl_ce"], kls["kl_ce_adv"])
         if not shared:
             continue
-        h = "- | - | -"
-        if found := entropy_cells(rows, shared, output):
-            h, (h_plain, h_adv, _) = found
+        h, paired, where = "- | - | -", "-", f"{dataset} ({name})"
+        if pairs := saved_pairs(rows, shared, output):
+            h, (h_plain, h_adv, _) = entropy_cells(pairs, shared)
             entropies += 1
             flatter += h_adv > h_plain
+            paired, directions = paired_cell(pairs)
+            for direction in directions:
+                beyond[direction].append(where)
         lines.append(f"| {dataset} | {name} | {', '.join(map(str, shared))} | {plain:.3f} | "
-                     f"{adv:.3f} | {adv - plain:+.3f} | {h} |")
-        where, tie = f"{dataset} ({name})", abs(adv - plain) < 5e-4
+                     f"{adv:.3f} | {adv - plain:+.3f} | {paired} | {h} |")
+        tie = abs(adv - plain) < 5e-4
         if tie and all(r.get("annotators") == 1 for r in rows["kl_ce"].values()):
             where += (" (one-hot targets: the ascent cannot leave the simplex's vertex, so ε "
                       "changes nothing)")
@@ -628,7 +653,11 @@ def adversarial_table(results: dict, output: Path | None = None) -> list[str]:
               f"{', '.join(sds) or 'no method has two seeds yet'}."]
     if entropies:
         lines[-1] += (f" kl_ce_adv's judge is flatter (higher H) than kl_ce's in {flatter} of "
-                      f"{entropies} comparisons with saved items.")
+                      f"{entropies} comparisons with saved items. Beyond two standard errors of "
+                      f"the paired per-item gap on some seed, kl_ce_adv is lower in "
+                      f"{len(beyond['lower'])} ({'; '.join(beyond['lower']) or 'none'}) and "
+                      f"higher in {len(beyond['higher'])} "
+                      f"({'; '.join(beyond['higher']) or 'none'}); the rest are within noise.")
     lines.append("")
     return lines
 

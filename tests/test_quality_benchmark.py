@@ -410,18 +410,51 @@ def test_adversarial_effect_is_paired_per_condition_and_seed(quality, tmp_path):
                                               "sweeps": []}, tmp_path / "quality.json")
     table = [line for line in lines if line.startswith("| dices")]
     ln2, h9 = f"{np.log(2):.3f}", f"{-(0.9 * np.log(0.9) + 0.1 * np.log(0.1)):.3f}"
+    gap = f"{-(0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1)):+.3f}"  # 0 - KL(p‖q_plain)
     assert table == [
-        f"| dices | test | 0, 1 | 0.055 | 0.025 | -0.030 | {h9} | {ln2} | {ln2} |",
-        "| dices | test targets moved by δ=0.25 | 0 | 0.200 | 0.150 | -0.050 | - | - | - |",
-        f"| dices | trained on k=1 annotators per item | 0 | 0.300 | 0.350 | +0.050 | {h9} | "
-        f"{h9} | {ln2} |",
+        f"| dices | test | 0, 1 | 0.055 | 0.025 | -0.030 | 0: {gap}; 1: {gap} | {h9} | {ln2} | "
+        f"{ln2} |",
+        "| dices | test targets moved by δ=0.25 | 0 | 0.200 | 0.150 | -0.050 | - | - | - | - |",
+        f"| dices | trained on k=1 annotators per item | 0 | 0.300 | 0.350 | +0.050 | 0: +0.000 | "
+        f"{h9} | {h9} | {ln2} |",
     ]
     summary = next(line for line in lines if line.startswith("kl_ce_adv is lower"))
     assert "lower in 2 of 3 comparisons; higher in: dices (trained on k=1 annotators per item)" \
         in summary
-    assert summary.endswith("flatter (higher H) than kl_ce's in 1 of 2 comparisons with saved "
-                            "items.")
+    assert ("flatter (higher H) than kl_ce's in 1 of 2 comparisons with saved items. Beyond two "
+            "standard errors of the paired per-item gap on some seed, kl_ce_adv is lower in 0 "
+            "(none) and higher in 0 (none)") in summary  # one item per cell: no standard error
     assert "kl_ce 0.007 on dices, kl_ce_adv 0.021 on dices" in summary
+
+
+def test_adversarial_paired_gap_is_starred_beyond_two_standard_errors(quality, tmp_path):
+    """The paired column: per seed, kl_ce_adv minus kl_ce per item with its standard error,
+    starred beyond two; the summary names where it is beyond, in which direction."""
+    import quality_report
+
+    p, flat = np.array([[0.8, 0.2], [0.75, 0.25], [0.8, 0.2], [0.7, 0.3]]), np.full(2, 0.5)
+    qs = {("kl_ce", 0): np.full((4, 2), 0.5), ("kl_ce_adv", 0): p,  # adv exact: clearly lower
+          ("kl_ce", 1): np.array([p[0], flat, p[2], flat]),  # each exact on half: a wash
+          ("kl_ce_adv", 1): np.array([flat, p[1], flat, p[3]])}
+    runs = []
+    for (method, seed), q in qs.items():
+        runs.append({"dataset": "dices", "method": method, "seed": seed, "settings": {},
+                     "kl": float(quality_report.kl_divergence(p, q).mean()),
+                     "key": f"{method}/{seed}"})
+        path = quality_report.items_path(tmp_path / "quality.json", runs[-1]["key"])
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"p": p.tolist(), "q": q.tolist()}))
+    lines = quality_report.adversarial_table({"runs": runs, "robustness": [], "sweeps": []},
+                                             tmp_path / "quality.json")
+    gaps = {s: quality_report.kl_divergence(p, qs[("kl_ce_adv", s)])
+            - quality_report.kl_divergence(p, qs[("kl_ce", s)]) for s in (0, 1)}
+    cells = [f"{s}: {g.mean():+.3f} ± {g.std(ddof=1) / 2:.3f}" for s, g in gaps.items()]
+    assert abs(gaps[0].mean()) > 2 * gaps[0].std(ddof=1) / 2  # the data are what they claim
+    assert abs(gaps[1].mean()) < 2 * gaps[1].std(ddof=1) / 2
+    row = next(line for line in lines if line.startswith("| dices | test |"))
+    assert f"| {cells[0]}*; {cells[1]} |" in row
+    assert lines[-2].endswith("kl_ce_adv is lower in 1 (dices (test)) and higher in 0 (none); "
+                              "the rest are within noise.")
 
 
 def test_adversarial_ties_explain_one_hot_targets_only_where_k_is_1(quality):

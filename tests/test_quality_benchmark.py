@@ -224,6 +224,20 @@ def test_an_unmet_reduction_target_says_where_the_kl_stays(quality, tmp_path):
     assert "less confident than the humans" in why  # single point's top share 0.55 < 0.725
 
 
+def test_each_summeval_criterion_is_set_beside_the_papers_pooled_summeval(quality, tmp_path):
+    """The paper pools SummEval's four criteria: any criterion run gets its reduction target;
+    datasets not run get no line."""
+    import quality_report
+
+    runs = [{"dataset": "summeval-fluency", "method": m, "seed": 0, "settings": {}, "kl": kl,
+             "key": m} for m, kl in (("single_point", 0.5), ("kl_ce", 0.3))]
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": []},
+                                   tmp_path / "quality.json")
+    reductions = [line for line in lines if "reduction over single point" in line]
+    assert reductions == ["- summeval-fluency (all train items): KL reduction over single point "
+                          "40% (paper 27%): met."]
+
+
 def test_main_table_shows_multi_vote_items_and_the_papers_transfer_figure(quality):
     import quality_report
 

@@ -263,6 +263,15 @@ def standard_error(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(values.size))
 
 
+def beyond_two_se(gap: np.ndarray) -> tuple[float | None, bool]:
+    """(standard error of the mean gap, or None under two items; whether the mean lies beyond
+    two standard errors of zero: an exact tie never does, a constant nonzero gap always)."""
+    if gap.size < 2:
+        return None, False
+    se = standard_error(gap)
+    return se, bool(abs(gap.mean()) > 2 * se)
+
+
 def paired_verdicts(gaps: dict[int, np.ndarray], ours: str, rival: str) -> str:
     """Per seed: the per-item KL gap (ours minus rival), its standard error, and whether that
     seed's test set tells the two apart; "" when no seed saved both cells' items."""
@@ -270,11 +279,11 @@ def paired_verdicts(gaps: dict[int, np.ndarray], ours: str, rival: str) -> str:
         return ""
     parts, within = [], False
     for seed, paired in gaps.items():
-        se = standard_error(paired)
-        close = abs(paired.mean()) < 2 * se
-        within |= close
-        parts.append(f"seed {seed}, {paired.size} items: {paired.mean():+.4f} ± {se:.4f}, "
-                     f"{'within' if close else 'beyond'} two standard errors")
+        se, beyond = beyond_two_se(paired)
+        within |= not beyond
+        spread = f" ± {se:.4f}" if se is not None else ""
+        parts.append(f"seed {seed}, {paired.size} items: {paired.mean():+.4f}{spread}, "
+                     f"{'beyond' if beyond else 'within'} two standard errors")
     return (f" Paired over each seed's test items, {ours} minus {rival} (± standard error): "
             + "; ".join(parts) + "." + (" Within two standard errors, that seed's test set does "
                                         "not tell the two apart." if within else ""))
@@ -594,14 +603,11 @@ def paired_cell(pairs: dict[int, list]) -> tuple[str, set[str]]:
     parts, beyond = [], set()
     for seed, ((p, q_plain), (_, q_adv)) in pairs.items():
         gap = kl_divergence(p, q_adv) - kl_divergence(p, q_plain)
-        if gap.size < 2:
-            parts.append(f"{seed}: {gap.mean():+.3f}")
-            continue
-        se = standard_error(gap)
-        star = bool(abs(gap.mean()) > 2 * se > 0)
+        se, star = beyond_two_se(gap)
         if star:
             beyond.add("lower" if gap.mean() < 0 else "higher")
-        parts.append(f"{seed}: {gap.mean():+.3f} ± {se:.3f}{'*' * star}")
+        spread = f" ± {se:.3f}" if se is not None else ""
+        parts.append(f"{seed}: {gap.mean():+.3f}{spread}{'*' * star}")
     return "; ".join(parts), beyond
 
 

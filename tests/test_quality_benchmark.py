@@ -471,6 +471,20 @@ def test_adversarial_paired_gap_is_starred_beyond_two_standard_errors(quality, t
                               "the rest are within noise.")
 
 
+def test_two_standard_errors_is_one_rule_for_every_paired_gap(quality):
+    """One rule for the targets' verdicts and the adversarial stars: an exact tie is never
+    beyond, a constant nonzero gap always is, one item has no standard error."""
+    import quality_report
+
+    assert quality_report.beyond_two_se(np.zeros(5)) == (0.0, False)
+    assert quality_report.beyond_two_se(np.full(5, 0.01)) == (0.0, True)
+    assert quality_report.beyond_two_se(np.array([0.3])) == (None, False)
+    assert quality_report.beyond_two_se(np.array([0.1, -0.1, 0.2]))[1] is False
+    verdict = quality_report.paired_verdicts({0: np.zeros(4), 1: np.full(4, -0.02)}, "a", "b")
+    assert ("seed 0, 4 items: +0.0000 ± 0.0000, within two standard errors; seed 1, 4 items: "
+            "-0.0200 ± 0.0000, beyond two standard errors.") in verdict
+
+
 def test_adversarial_ties_explain_one_hot_targets_only_where_k_is_1(quality):
     """A tie at k=1 says why (one-hot targets); a tie elsewhere is listed without that reason."""
     import quality_report

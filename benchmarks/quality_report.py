@@ -191,18 +191,29 @@ def seed_items(results: dict, output: Path, dataset: str, method: str, limit: in
     return load_items_file(row["key"], output) if row else None
 
 
+def kl_gap(p: np.ndarray, q_ours: np.ndarray, q_rival: np.ndarray) -> np.ndarray:
+    """Per item KL(p‖q_ours) − KL(p‖q_rival): negative where ours is closer to the humans."""
+    return kl_divergence(p, q_ours) - kl_divergence(p, q_rival)
+
+
+def paired_items(results: dict, output: Path, dataset: str, limit: int | None, ours: str,
+                 rival: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per seed where both plain test cells saved their items: (p, q of ours, q of rival)."""
+    seeds = sorted({r["seed"] for r in results["runs"] if r["dataset"] == dataset})
+    items = {}
+    for seed in seeds:
+        cells = [seed_items(results, output, dataset, m, limit, seed) for m in (ours, rival)]
+        if all(c is not None for c in cells):
+            items[seed] = (cells[1][0], cells[0][1], cells[1][1])
+    return items
+
+
 def paired_gaps(results: dict, output: Path, dataset: str, limit: int | None, ours: str,
                 rival: str) -> dict[int, np.ndarray]:
     """Per seed where both cells saved their items: the per-item KL gap (ours minus rival) on
     that seed's test items."""
-    seeds = sorted({r["seed"] for r in results["runs"] if r["dataset"] == dataset})
-    gaps = {}
-    for seed in seeds:
-        cells = [seed_items(results, output, dataset, m, limit, seed) for m in (ours, rival)]
-        if all(c is not None for c in cells):
-            p = cells[1][0]
-            gaps[seed] = kl_divergence(p, cells[0][1]) - kl_divergence(p, cells[1][1])
-    return gaps
+    return {seed: kl_gap(*cells) for seed, cells in
+            paired_items(results, output, dataset, limit, ours, rival).items()}
 
 
 def away_from_prior(results: dict, output: Path, dataset: str, limit: int | None, method: str
@@ -242,14 +253,14 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
         text += f" against {ours}'s sd over seeds {np.std(list(kls[ours].values()), ddof=1):.4f}."
     else:
         text += f" (one seed of {ours}: no sd over seeds)."
-    text += paired_verdicts(paired_gaps(results, output, dataset, limit, ours, best), ours, best)
-    cells = {m: seed_items(results, output, dataset, m, limit) for m in (best, ours)}
-    if all(c is not None for c in cells.values()):
-        p = cells[best][0]
-        per_item = {m: kl_divergence(p, q) for m, (_, q) in cells.items()}
-        shares = ", ".join(f"{m} {q.max(1).mean():.3f}" for m, (_, q) in cells.items())
-        missed = {m: per_item[m][~majority_correct(p, q).astype(bool)]
-                  for m, (_, q) in cells.items()}
+    items = paired_items(results, output, dataset, limit, ours, best)
+    text += paired_verdicts({s: kl_gap(*cells) for s, cells in items.items()}, ours, best)
+    if 0 in items:
+        p, q_ours, q_best = items[0]
+        judges = {best: q_best, ours: q_ours}
+        per_item = {m: kl_divergence(p, q) for m, q in judges.items()}
+        shares = ", ".join(f"{m} {q.max(1).mean():.3f}" for m, q in judges.items())
+        missed = {m: per_item[m][~majority_correct(p, q).astype(bool)] for m, q in judges.items()}
         misses = ", ".join(f"{m} {kl.mean():.3f}" if kl.size else f"{m} (misses none)"
                            for m, kl in missed.items())
         text += (f" Seed 0: mean top-label share {shares}, humans {p.max(1).mean():.3f}; KL on "
@@ -602,7 +613,7 @@ def paired_cell(pairs: dict[int, list]) -> tuple[str, set[str]]:
     two standard errors; and the directions ("lower", "higher") of the starred seeds."""
     parts, beyond = [], set()
     for seed, ((p, q_plain), (_, q_adv)) in pairs.items():
-        gap = kl_divergence(p, q_adv) - kl_divergence(p, q_plain)
+        gap = kl_gap(p, q_adv, q_plain)
         se, star = beyond_two_se(gap)
         if star:
             beyond.add("lower" if gap.mean() < 0 else "higher")

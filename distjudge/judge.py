@@ -30,7 +30,14 @@ from distjudge.batching import plan_batches
 from distjudge.data import check_file, read_items
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.metrics import entropy, js_divergence
-from distjudge.models import file_sha256, folder_sha256, load_model, model_fingerprint, torch_dtype
+from distjudge.models import (
+    file_sha256,
+    folder_sha256,
+    load_model,
+    model_fingerprint,
+    torch_dtype,
+    warn_if_bf16_emulated,
+)
 from distjudge.readout import (
     answer_logits,
     autocast,
@@ -139,6 +146,7 @@ class Judge:
                  max_length: int | None = None, model_info: dict | None = None,
                  share_prefix: bool = True, device: str | None = None):
         torch_dtype(dtype)  # a ValueError naming the choices
+        warn_if_bf16_emulated(dtype, "judging", "pass dtype='float32' (--dtype float32)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
         self.tokenizer = tokenizer

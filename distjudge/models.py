@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,6 +55,18 @@ def cpu_has_amx() -> bool:
     """Whether this CPU (and its OS) run AMX tiles, as PyTorch's own kernels check it."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # private, so probe it
     return bool(amx())
+
+
+def warn_if_bf16_emulated(dtype: str, work: str, instead: str) -> None:
+    """Warn when ``dtype`` is bfloat16 on a machine that only emulates it: ``work`` ("training",
+    "judging") then runs several times slower than in float32; ``instead`` says what to pass.
+
+    On a 2-core AVX2 CPU (AMD EPYC, no AVX512, no AMX) a 1024² bf16 matmul ran at 0.6 GFLOP/s
+    against 39 in fp32 (one thread, 2026-12-03).
+    """
+    if dtype == "bfloat16" and not bf16_is_native():
+        warnings.warn(f"bf16 is emulated on this machine (no AMX or bf16 GPU): {work} runs "
+                      f"several times slower than in float32; {instead}", stacklevel=3)
 
 
 def fast_dtype() -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from distjudge.data import load_items
 from distjudge.io import atomic_write_json
 from distjudge.judge import RUN_FILE, package_versions
 from distjudge.metrics import score
-from distjudge.models import bf16_is_native, file_sha256, load_model, model_fingerprint
+from distjudge.models import file_sha256, load_model, model_fingerprint, warn_if_bf16_emulated
 from distjudge.objective import distributional_loss
 from distjudge.readout import (
     encode_prompts,
@@ -262,9 +261,7 @@ def train(config: DistJudgeConfig) -> dict:
     eval_items = None
     if config.eval_file:
         eval_items = load_items(config.eval_file, task, require_labels=True)
-    if config.bf16 and not bf16_is_native():
-        warnings.warn("bf16 is emulated on this machine (no AMX or bf16 GPU): "
-                      "training runs ~3x slower than in fp32; drop --bf16", stacklevel=2)
+    warn_if_bf16_emulated("bfloat16" if config.bf16 else "float32", "training", "drop --bf16")
     torch.manual_seed(config.seed)
     model, tokenizer, folder = build_model(config)
     index = label_index_tensor(label_token_ids(task, tokenizer))

@@ -20,3 +20,25 @@ def test_a_torch_without_the_probe_counts_as_no_native_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
     assert models.fast_dtype() == "float32"
+
+
+@pytest.mark.parametrize(("dtype", "amx", "warns"), [("bfloat16", False, True),
+                                                     ("bfloat16", True, False),
+                                                     ("float32", False, False)])
+def test_bf16_warns_only_where_it_is_emulated(monkeypatch, recwarn, dtype, amx, warns):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    models.warn_if_bf16_emulated(dtype, "judging", "pass float32")
+    messages = [str(w.message) for w in recwarn]
+    assert messages == (["bf16 is emulated on this machine (no AMX or bf16 GPU): judging runs "
+                         "several times slower than in float32; pass float32"] if warns else [])
+
+
+def test_a_bf16_judge_on_a_cpu_without_native_bf16_warns(monkeypatch, tiny_model):
+    from distjudge.judge import Judge
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.warns(UserWarning, match="judging runs several times slower.*--dtype float32"):
+        judge = Judge.from_pretrained(str(tiny_model), "nli", dtype="bfloat16")
+    assert judge.dtype == "bfloat16"  # a warning, not a refusal: the user may want bf16 numbers

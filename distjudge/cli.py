@@ -2,13 +2,15 @@
 
 Each command's options are a dataclass parsed by ``HfArgumentParser`` (flags like
 ``--output_dir`` or ``--output-dir``; ``train`` also takes a YAML file instead of flags). Bad
-input ends in one line ``distjudge: error: ...`` and exit status 2, with no output written.
+input ends in one line ``distjudge: error: ...`` and exit status 2, with no output written;
+distjudge's own warnings print as one line ``distjudge: warning: ...``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,17 @@ from distjudge.models import ModelError
 from distjudge.task import TaskError, load_task
 
 USER_ERRORS = (DataError, TaskError, ModelError, FileNotFoundError, RuntimeError, ValueError)
+PACKAGE = Path(__file__).resolve().parent
+PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning raised in distjudge as one line beside its errors; a library's as Python shows
+    it (file, line, category)."""
+    if Path(filename).resolve().is_relative_to(PACKAGE):
+        print(f"distjudge: warning: {message}", file=file or sys.stderr)
+    else:
+        PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 @dataclass
@@ -246,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(), warnings.catch_warnings():
+            warnings.showwarning = show_warning
             return COMMANDS[argv[0]](argv[1:])
     except USER_ERRORS as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__

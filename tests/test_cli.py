@@ -333,3 +333,32 @@ sys.exit(cli.main(["hang"]))
     assert proc.returncode == 130
     assert "interrupted (rerun the same command to resume)" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_distjudges_own_warning_is_one_line(monkeypatch, capsys, tmp_path, files, tiny_model):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # bf16 emulated
+    output = tmp_path / "judged.jsonl"
+    rc = cli_main(["judge", "--input", str(write_input(tmp_path, "jsonl", good_rows(), files)),
+                   "--output", str(output), "--model", str(tiny_model), "--task", "nli",
+                   "--dtype", "bfloat16"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert len(output.read_text().splitlines()) == 3  # a warning, not a refusal
+    warned = [line for line in err.splitlines() if "bf16 is emulated" in line]
+    assert warned == ["distjudge: warning: bf16 is emulated on this machine (no AMX or bf16 GPU): "
+                      "judging runs several times slower than in float32; pass dtype='float32' "
+                      "(--dtype float32)"]
+    assert "UserWarning" not in err
+
+
+def test_a_librarys_warning_keeps_pythons_format():
+    import io
+
+    from distjudge.cli import show_warning
+
+    out = io.StringIO()
+    show_warning(UserWarning("deprecated"), UserWarning, "/site-packages/lib.py", 7, file=out)
+    assert out.getvalue().startswith("/site-packages/lib.py:7: UserWarning: deprecated")

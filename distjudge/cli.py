@@ -21,16 +21,14 @@ from distjudge.task import TaskError, load_task
 
 USER_ERRORS = (DataError, TaskError, ModelError, FileNotFoundError, RuntimeError, ValueError)
 PACKAGE = Path(__file__).resolve().parent
-PYTHON_SHOWWARNING = warnings.showwarning
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning raised in distjudge as one line beside its errors; a library's as Python shows
     it (file, line, category)."""
-    if Path(filename).resolve().is_relative_to(PACKAGE):
-        print(f"distjudge: warning: {message}", file=file or sys.stderr)
-    else:
-        PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+    own = Path(filename).resolve().is_relative_to(PACKAGE)
+    (file or sys.stderr).write(f"distjudge: warning: {message}\n" if own else
+                               warnings.formatwarning(message, category, filename, lineno, line))
 
 
 @dataclass

@@ -94,6 +94,7 @@ def test_label_log_probs_sums_each_label_token_set():
     assert torch.allclose(log_q.exp(), torch.tensor([[0.4 / 0.55, 0.15 / 0.55]]))
 
 
+@pytest.mark.filterwarnings("ignore:bf16 is emulated")  # the bf16 path is the point here
 def test_bfloat16_is_a_distribution_close_to_float32(judge, nli_items, batched):
     bf16 = Judge(judge.model, judge.tokenizer, judge.task, dtype="bfloat16")
     result = bf16.predict(nli_items)
@@ -108,6 +109,7 @@ def test_bfloat16_is_a_distribution_close_to_float32(judge, nli_items, batched):
         Judge(judge.model, judge.tokenizer, judge.task, dtype="float16")
 
 
+@pytest.mark.filterwarnings("ignore:bf16 is emulated")  # the bf16 path is the point here
 def test_from_pretrained_loads_bfloat16_weights_close_to_float32(nli_items, batched, tmp_path):
     bf16 = Judge.from_pretrained(task="nli", dtype="bfloat16")
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}  # no fp32 copy kept

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(deterministic group-aware 8:2 split, seed 0) in {out}/")
 
     print("\n1/3 judging the held-out items with the raw (zero-shot) model ...")
-    dtype = fast_dtype()  # bf16 only where it is native: emulated, it is 3x slower than fp32
+    dtype = fast_dtype()  # bf16 only where native: emulated, 3-8x slower than fp32
     raw = Judge.from_pretrained(task=task, dtype=dtype).predict(test_items, progress=True)
 
     print("\n2/3 training (full fine-tuning, KL + CE + adversarial targets, 2 epochs, "

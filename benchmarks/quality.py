@@ -19,7 +19,8 @@ Methods: ``uniform``, ``prior`` (train label prior), ``raw`` (zero-shot), ``raw_
 (zero-shot, one temperature on the label logits fitted on train items), and the trained
 ``single_point`` (α = 0), ``kl`` (α = 1), ``kl_ce`` (α = 0.8), ``kl_ce_adv`` (α = 0.8, ε = 0.25),
 with the paper's setup (full fine-tuning here, lr 5e-5, 2 epochs, batch 8; bf16 where the CPU
-runs it natively, else fp32: each row records train_dtype and judge_dtype).
+runs it natively, else fp32: each row records train_dtype and judge_dtype, and the host
+CPU its seconds come from).
 Splits: group-aware hash 8:2 per seed; ``--split dev`` carves a dev split out of train (test is
 never seen) for sweeps. Pairwise tasks are trained on both orders and judged on both (mean).
 With ``--annotators``, k=1 runs only the first method: one annotator per item makes every α
@@ -55,6 +56,7 @@ from distjudge.task import load_task
 from distjudge.trainer import DistJudgeConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
+from perf import host  # noqa: E402  (the CPU a row's seconds come from)
 from quality_report import (  # noqa: E402
     ROBUST_METHODS,
     SWEEPS,
@@ -223,7 +225,7 @@ def run_cell(cell: dict, work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
            "key": cell["key"], "kl": metrics["kl"], "jsd": metrics["jsd"],
            "acc": metrics["accuracy"], "ece": metrics["ece"], "tv": metrics["tv"],
            "n_test": len(p), "n_train": len(train_items), "judge_dtype": JUDGE_DTYPE,
-           "cpu_seconds": time.process_time() - started, **extra}
+           "cpu_seconds": time.process_time() - started, "host": host(), **extra}
     if cell["dataset"] == "mt-bench":  # the paper also reports items with >= 2 votes alone
         votes = np.array([sum(i["label_counts"].values()) for i in eval_items])
         multi = score(p[votes >= 2], q[votes >= 2])

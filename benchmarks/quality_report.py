@@ -935,7 +935,8 @@ def write_report(output: Path) -> Path:
              " batch 8. Trained in bf16 autocast and judged with bf16 weights (bf16 autocast before"
              " 2026-11-25) where the CPU runs bf16 natively (AMX); in fp32 where it would be "
              "emulated (3x slower on an AVX512 host, ~8x on an AVX2 one; rows with train_dtype / "
-             "judge_dtype float32). Train seconds depend on the host. The two precisions"
+             "judge_dtype float32). Train seconds depend on the host (rows run after 2026-12-03 "
+             "name its CPU in quality.json, `host`). The two precisions"
              " differ by a mean KL of ~4e-4 (perf.md). KL(p‖q) in nats. Group-aware hash 8:2 "
              "splits (seeded), not the paper's split. "
              f"Total CPU time of all cells: {total / 3600:.1f} h.", "",

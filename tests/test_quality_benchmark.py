@@ -27,6 +27,7 @@ def test_cells_rows_resume_and_report(quality, tiny_model, tmp_path, capsys):
         assert {"dataset", "method", "backbone", "seed", "kl", "jsd", "acc", "ece", "n_test",
                 "train_seconds"} <= set(row)
         assert row["backbone"] == "tiny" and row["n_test"] > 200
+        assert row["host"].endswith(("AMX yes", "AMX no"))  # which CPU its seconds come from
     assert rows["uniform"]["kl"] > rows["prior"]["kl"]  # the train prior beats uniform on NLI
     assert rows["kl_ce_adv"]["train_seconds"] > 0 and rows["kl_ce_adv"]["n_train"] == 16
     assert rows["raw_temperature"]["temperature"] > 0

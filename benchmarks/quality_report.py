@@ -254,7 +254,8 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
     else:
         text += f" (one seed of {ours}: no sd over seeds)."
     items = paired_items(results, output, dataset, limit, ours, best)
-    text += paired_verdicts({s: kl_gap(*cells) for s, cells in items.items()}, ours, best)
+    gaps = {s: kl_gap(*cells) for s, cells in items.items()}
+    text += paired_verdicts(gaps, ours, best)
     if 0 in items:
         p, q_ours, q_best = items[0]
         judges = {best: q_best, ours: q_ours}
@@ -265,7 +266,7 @@ def against_trained(results: dict, output: Path, dataset: str, limit: int | None
                            for m, kl in missed.items())
         text += (f" Seed 0: mean top-label share {shares}, humans {p.max(1).mean():.3f}; KL on "
                  f"the items whose majority label it misses: {misses}.")
-        text += one_hot_split(p, per_item[ours] - per_item[best], ours, best)
+        text += one_hot_split(p, gaps[0], ours, best)
     return text
 
 
@@ -426,7 +427,8 @@ def targets(results: dict, output: Path) -> list[str]:
             items = f", {row['limit']} train items" if row.get("limit") else ""
             lines.append(f"- {row['dataset']} (seed {row['seed']}{items}): raw_temperature fitted "
                          f"T = {row['temperature']:.3g}{flat}.")
-    for dataset in [d for d in PAPER_REDUCTION if any(d == ran for ran, _, _ in plain)]:
+    ran = {dataset for dataset, _, _ in plain}
+    for dataset in [d for d in PAPER_REDUCTION if d in ran]:
         lines += reduction_lines(plain, dataset, results, output)
     return lines
 

@@ -146,8 +146,9 @@ class Judge:
                  max_length: int | None = None, model_info: dict | None = None,
                  share_prefix: bool = True, device: str | None = None):
         torch_dtype(dtype)  # a ValueError naming the choices
-        warn_if_bf16_emulated(dtype, "judging", "pass dtype='float32' (--dtype float32)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        warn_if_bf16_emulated(dtype, "judging", "pass dtype='float32' (--dtype float32)",
+                              self.device)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.task = task

@@ -38,17 +38,20 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def bf16_is_native() -> bool:
-    """Whether bf16 is the fast precision here: a CUDA GPU with bf16, or a CPU with AMX.
+def bf16_is_native(device: str | torch.device | None = None) -> bool:
+    """Whether bf16 is the fast precision on ``device`` (default: the GPU if there is one, else
+    the CPU): a CUDA GPU with bf16, or a CPU with AMX. Other accelerators count as native.
 
     AMX runs bf16 matmuls at 405 GFLOP/s against 141 in fp32 (one 2-core host, perf.md). Without
     it PyTorch emulates them and bf16 is the slow choice: 158 against 307 GFLOP/s fp32 on a host of
     the same name; a full fine-tuning step of the default model (batch 8 x 160 tokens) took 19 s
     with bf16 autocast against 6.4 s in fp32 on an AVX512 CPU without AMX (2026-12-01).
     """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_amx()
+    kind = torch.device(device).type if device is not None else (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cpu_has_amx() if kind == "cpu" else True
 
 
 def cpu_has_amx() -> bool:
@@ -57,14 +60,16 @@ def cpu_has_amx() -> bool:
     return bool(amx())
 
 
-def warn_if_bf16_emulated(dtype: str, work: str, instead: str) -> None:
-    """Warn when ``dtype`` is bfloat16 on a machine that only emulates it: ``work`` ("training",
-    "judging") then runs several times slower than in float32; ``instead`` says what to pass.
+def warn_if_bf16_emulated(dtype: str, work: str, instead: str,
+                          device: str | torch.device | None = None) -> None:
+    """Warn when ``dtype`` is bfloat16 on a device that only emulates it (a CPU forced on a GPU
+    machine included): ``work`` ("training", "judging") then runs several times slower than in
+    float32; ``instead`` says what to pass.
 
     On a 2-core AVX2 CPU (AMD EPYC, no AVX512, no AMX) a 1024² bf16 matmul ran at 0.6 GFLOP/s
     against 39 in fp32 (one thread, 2026-12-03).
     """
-    if dtype == "bfloat16" and not bf16_is_native():
+    if dtype == "bfloat16" and not bf16_is_native(device):
         warnings.warn(f"bf16 is emulated on this machine (no AMX or bf16 GPU): {work} runs "
                       f"several times slower than in float32; {instead}", stacklevel=3)
 

@@ -261,7 +261,8 @@ def train(config: DistJudgeConfig) -> dict:
     eval_items = None
     if config.eval_file:
         eval_items = load_items(config.eval_file, task, require_labels=True)
-    warn_if_bf16_emulated("bfloat16" if config.bf16 else "float32", "training", "drop --bf16")
+    warn_if_bf16_emulated("bfloat16" if config.bf16 else "float32", "training", "drop --bf16",
+                          "cpu" if config.use_cpu else None)
     torch.manual_seed(config.seed)
     model, tokenizer, folder = build_model(config)
     index = label_index_tensor(label_token_ids(task, tokenizer))

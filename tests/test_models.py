@@ -34,11 +34,32 @@ def test_bf16_warns_only_where_it_is_emulated(monkeypatch, recwarn, dtype, amx, 
                          "several times slower than in float32; pass float32"] if warns else [])
 
 
-def test_a_bf16_judge_on_a_cpu_without_native_bf16_warns(monkeypatch, tiny_model):
+@pytest.mark.parametrize(("device", "native"), [(None, True), ("cuda", True), ("cuda:0", True),
+                                                 ("cpu", False)])
+def test_bf16_native_is_judged_on_the_device_asked_for(monkeypatch, device, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a bf16 GPU, a CPU without AMX
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert models.bf16_is_native(device) == native
+
+
+def test_a_cpu_forced_on_a_gpu_machine_warns_about_bf16(monkeypatch, recwarn):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    models.warn_if_bf16_emulated("bfloat16", "judging", "pass float32")  # the GPU: native
+    assert not recwarn
+    models.warn_if_bf16_emulated("bfloat16", "judging", "pass float32", "cpu")
+    assert [str(w.message)[:28] for w in recwarn] == ["bf16 is emulated on this mac"]
+
+
+@pytest.mark.parametrize("gpu", [False, True])  # with a bf16 GPU, device="cpu" forces the CPU
+def test_a_bf16_judge_on_a_cpu_without_native_bf16_warns(monkeypatch, tiny_model, gpu):
     from distjudge.judge import Judge
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     with pytest.warns(UserWarning, match="judging runs several times slower.*--dtype float32"):
-        judge = Judge.from_pretrained(str(tiny_model), "nli", dtype="bfloat16")
+        judge = Judge.from_pretrained(str(tiny_model), "nli", dtype="bfloat16", device="cpu")
     assert judge.dtype == "bfloat16"  # a warning, not a refusal: the user may want bf16 numbers

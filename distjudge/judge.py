@@ -31,6 +31,7 @@ from distjudge.data import check_file, read_items
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.metrics import entropy, js_divergence
 from distjudge.models import (
+    default_device,
     file_sha256,
     folder_sha256,
     load_model,
@@ -146,7 +147,7 @@ class Judge:
                  max_length: int | None = None, model_info: dict | None = None,
                  share_prefix: bool = True, device: str | None = None):
         torch_dtype(dtype)  # a ValueError naming the choices
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or default_device())
         warn_if_bf16_emulated(dtype, "judging", "pass dtype='float32' (--dtype float32)",
                               self.device)
         self.model = model.to(self.device)

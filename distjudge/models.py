@@ -38,17 +38,21 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def default_device() -> str:
+    """Where work runs unless a device is named: the GPU if there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def bf16_is_native(device: str | torch.device | None = None) -> bool:
-    """Whether bf16 is the fast precision on ``device`` (default: the GPU if there is one, else
-    the CPU): a CUDA GPU with bf16, or a CPU with AMX. Other accelerators count as native.
+    """Whether bf16 is the fast precision on ``device`` (default: :func:`default_device`): a
+    CUDA GPU with bf16, or a CPU with AMX. Other accelerators count as native.
 
     AMX runs bf16 matmuls at 405 GFLOP/s against 141 in fp32 (one 2-core host, perf.md). Without
     it PyTorch emulates them and bf16 is the slow choice: 158 against 307 GFLOP/s fp32 on a host of
     the same name; a full fine-tuning step of the default model (batch 8 x 160 tokens) took 19 s
     with bf16 autocast against 6.4 s in fp32 on an AVX512 CPU without AMX (2026-12-01).
     """
-    kind = torch.device(device).type if device is not None else (
-        "cuda" if torch.cuda.is_available() else "cpu")
+    kind = torch.device(device or default_device()).type
     if kind == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cpu_has_amx() if kind == "cpu" else True

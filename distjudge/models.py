@@ -74,7 +74,9 @@ def warn_if_bf16_emulated(dtype: str, work: str, instead: str,
     against 39 in fp32 (one thread, 2026-12-03).
     """
     if dtype == "bfloat16" and not bf16_is_native(device):
-        warnings.warn(f"bf16 is emulated on this machine (no AMX or bf16 GPU): {work} runs "
+        kind = torch.device(device or default_device()).type
+        why = "a CPU without AMX" if kind == "cpu" else "a GPU without bf16"
+        warnings.warn(f"bf16 is emulated on this {kind} device ({why}): {work} runs "
                       f"several times slower than in float32; {instead}", stacklevel=3)
 
 

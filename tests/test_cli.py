@@ -348,9 +348,9 @@ def test_distjudges_own_warning_is_one_line(monkeypatch, capsys, tmp_path, files
     assert rc == 0, err
     assert len(output.read_text().splitlines()) == 3  # a warning, not a refusal
     warned = [line for line in err.splitlines() if "bf16 is emulated" in line]
-    assert warned == ["distjudge: warning: bf16 is emulated on this machine (no AMX or bf16 GPU): "
-                      "judging runs several times slower than in float32; pass dtype='float32' "
-                      "(--dtype float32)"]
+    assert warned == ["distjudge: warning: bf16 is emulated on this cpu device "
+                      "(a CPU without AMX): judging runs several times slower than in float32; "
+                      "pass dtype='float32' (--dtype float32)"]
     assert "UserWarning" not in err
 
 

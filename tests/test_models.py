@@ -30,7 +30,7 @@ def test_bf16_warns_only_where_it_is_emulated(monkeypatch, recwarn, dtype, amx, 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     models.warn_if_bf16_emulated(dtype, "judging", "pass float32")
     messages = [str(w.message) for w in recwarn]
-    assert messages == (["bf16 is emulated on this machine (no AMX or bf16 GPU): judging runs "
+    assert messages == (["bf16 is emulated on this cpu device (a CPU without AMX): judging runs "
                          "several times slower than in float32; pass float32"] if warns else [])
 
 
@@ -50,7 +50,16 @@ def test_a_cpu_forced_on_a_gpu_machine_warns_about_bf16(monkeypatch, recwarn):
     models.warn_if_bf16_emulated("bfloat16", "judging", "pass float32")  # the GPU: native
     assert not recwarn
     models.warn_if_bf16_emulated("bfloat16", "judging", "pass float32", "cpu")
-    assert [str(w.message)[:28] for w in recwarn] == ["bf16 is emulated on this mac"]
+    assert [str(w.message)[:58] for w in recwarn] == [
+        "bf16 is emulated on this cpu device (a CPU without AMX): j"]
+
+
+def test_a_gpu_without_bf16_is_named_in_the_warning(monkeypatch, recwarn):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    models.warn_if_bf16_emulated("bfloat16", "training", "pass float32")
+    assert [str(w.message)[:57] for w in recwarn] == [
+        "bf16 is emulated on this cuda device (a GPU without bf16)"]
 
 
 @pytest.mark.parametrize("gpu", [False, True])  # with a bf16 GPU, device="cpu" forces the CPU

@@ -284,6 +284,14 @@ def beyond_two_se(gap: np.ndarray) -> tuple[float | None, bool]:
     return se, bool(abs(gap.mean()) > 2 * se)
 
 
+def mean_and_se(gap: np.ndarray, digits: int) -> tuple[str, bool]:
+    """('mean ± standard error' of a per-item gap, the ± part left out under two items;
+    whether the mean lies beyond two standard errors of zero)."""
+    se, beyond = beyond_two_se(gap)
+    spread = f" ± {se:.{digits}f}" if se is not None else ""
+    return f"{gap.mean():+.{digits}f}{spread}", beyond
+
+
 def paired_verdicts(gaps: dict[int, np.ndarray], ours: str, rival: str) -> str:
     """Per seed: the per-item KL gap (ours minus rival), its standard error, and whether that
     seed's test set tells the two apart; "" when no seed saved both cells' items."""
@@ -291,10 +299,9 @@ def paired_verdicts(gaps: dict[int, np.ndarray], ours: str, rival: str) -> str:
         return ""
     parts, within = [], False
     for seed, paired in gaps.items():
-        se, beyond = beyond_two_se(paired)
+        text, beyond = mean_and_se(paired, 4)
         within |= not beyond
-        spread = f" ± {se:.4f}" if se is not None else ""
-        parts.append(f"seed {seed}, {paired.size} items: {paired.mean():+.4f}{spread}, "
+        parts.append(f"seed {seed}, {paired.size} items: {text}, "
                      f"{'beyond' if beyond else 'within'} two standard errors")
     return (f" Paired over each seed's test items, {ours} minus {rival} (± standard error): "
             + "; ".join(parts) + "." + (" Within two standard errors, that seed's test set does "
@@ -616,11 +623,10 @@ def paired_cell(pairs: dict[int, list]) -> tuple[str, set[str]]:
     parts, beyond = [], set()
     for seed, ((p, q_plain), (_, q_adv)) in pairs.items():
         gap = kl_gap(p, q_adv, q_plain)
-        se, star = beyond_two_se(gap)
+        text, star = mean_and_se(gap, 3)
         if star:
             beyond.add("lower" if gap.mean() < 0 else "higher")
-        spread = f" ± {se:.3f}" if se is not None else ""
-        parts.append(f"{seed}: {gap.mean():+.3f}{spread}{'*' * star}")
+        parts.append(f"{seed}: {text}{'*' * star}")
     return "; ".join(parts), beyond
 
 

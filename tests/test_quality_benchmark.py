@@ -481,6 +481,8 @@ def test_two_standard_errors_is_one_rule_for_every_paired_gap(quality):
     assert quality_report.beyond_two_se(np.full(5, 0.01)) == (0.0, True)
     assert quality_report.beyond_two_se(np.array([0.3])) == (None, False)
     assert quality_report.beyond_two_se(np.array([0.1, -0.1, 0.2]))[1] is False
+    assert quality_report.mean_and_se(np.array([0.3]), 3) == ("+0.300", False)
+    assert quality_report.mean_and_se(np.full(3, -0.01), 3) == ("-0.010 ± 0.000", True)
     verdict = quality_report.paired_verdicts({0: np.zeros(4), 1: np.full(4, -0.02)}, "a", "b")
     assert ("seed 0, 4 items: +0.0000 ± 0.0000, within two standard errors; seed 1, 4 items: "
             "-0.0200 ± 0.0000, beyond two standard errors.") in verdict

@@ -31,11 +31,11 @@ from distjudge.data import check_file, read_items
 from distjudge.io import atomic_write_json, atomic_write_text, jsonl_text
 from distjudge.metrics import entropy, js_divergence
 from distjudge.models import (
-    default_device,
     file_sha256,
     folder_sha256,
     load_model,
     model_fingerprint,
+    resolve_device,
     torch_dtype,
     warn_if_bf16_emulated,
 )
@@ -147,7 +147,7 @@ class Judge:
                  max_length: int | None = None, model_info: dict | None = None,
                  share_prefix: bool = True, device: str | None = None):
         torch_dtype(dtype)  # a ValueError naming the choices
-        self.device = torch.device(device or default_device())
+        self.device = resolve_device(device)
         warn_if_bf16_emulated(dtype, "judging", "pass dtype='float32' (--dtype float32)",
                               self.device)
         self.model = model.to(self.device)

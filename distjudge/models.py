@@ -38,13 +38,13 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def default_device() -> str:
-    """Where work runs unless a device is named: the GPU if there is one, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, or where work runs unless one is named: the GPU if there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def bf16_is_native(device: str | torch.device | None = None) -> bool:
-    """Whether bf16 is the fast precision on ``device`` (default: :func:`default_device`): a
+    """Whether bf16 is the fast precision on ``device`` (default: :func:`resolve_device`): a
     CUDA GPU with bf16, or a CPU with AMX. Other accelerators count as native.
 
     AMX runs bf16 matmuls at 405 GFLOP/s against 141 in fp32 (one 2-core host, perf.md). Without
@@ -52,7 +52,7 @@ def bf16_is_native(device: str | torch.device | None = None) -> bool:
     the same name; a full fine-tuning step of the default model (batch 8 x 160 tokens) took 19 s
     with bf16 autocast against 6.4 s in fp32 on an AVX512 CPU without AMX (2026-12-01).
     """
-    kind = torch.device(device or default_device()).type
+    kind = resolve_device(device).type
     if kind == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cpu_has_amx() if kind == "cpu" else True
@@ -74,7 +74,7 @@ def warn_if_bf16_emulated(dtype: str, work: str, instead: str,
     against 39 in fp32 (one thread, 2026-12-03).
     """
     if dtype == "bfloat16" and not bf16_is_native(device):
-        kind = torch.device(device or default_device()).type
+        kind = resolve_device(device).type
         why = "a CPU without AMX" if kind == "cpu" else "a GPU without bf16"
         warnings.warn(f"bf16 is emulated on this {kind} device ({why}): {work} runs "
                       f"several times slower than in float32; {instead}", stacklevel=3)

@@ -215,6 +215,9 @@ def run_cell(cell: dict, work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
                      train_dtype="bfloat16" if bf16 else "float32",
                      adversary_seconds=record["adversary_seconds"],
                      train_loss_by_epoch=epoch_losses(record["log_history"]),
+                     prompts_cut={"n": record["train"]["truncated"],
+                                  "of": record["train"]["items"],
+                                  "max_length": record["method"]["max_length"]},
                      prior_train_loss=prior_train_loss(cell, train_items, task))
         q, mass = judge_items(None, task, run_dir, eval_items)
         extra["label_mass"] = float(mass.mean())

@@ -235,7 +235,16 @@ def away_from_prior(results: dict, output: Path, dataset: str, limit: int | None
                   "over to the test items (overfitting)")
         text += (f" Training loss per epoch {', '.join(f'{x:.3f}' for x in losses)}; the "
                  f"prior's loss on the same training items {floor:.3f}: {fitted}.")
-    return text
+    return text + prompts_cut(row)
+
+
+def prompts_cut(row: dict) -> str:
+    """How many training prompts were longer than max_length (their middle is dropped)."""
+    cut = row.get("prompts_cut")
+    if not cut or not cut["n"]:
+        return ""
+    return (f" {cut['n']} of its {cut['of']} training prompts were longer than "
+            f"{cut['max_length']} tokens and lost their middle.")
 
 
 def against_trained(results: dict, output: Path, dataset: str, limit: int | None, best: str,
@@ -342,12 +351,16 @@ def settings_tried(results: dict, dataset: str, limit: int | None) -> str:
                   key=lambda r: (variant_order(variant(r)), r["seed"]))
     parts = []
     for row in rows:
-        text = f"{variant(row)} {row['kl']:.3f} on seed {row['seed']}"
+        notes = []
         losses, floor = row.get("train_loss_by_epoch"), row.get("prior_train_loss")
         if losses and floor is not None:
-            text += (f" (training loss per epoch {', '.join(f'{x:.3f}' for x in losses)}"
-                     f" against the prior's {floor:.3f})")
-        parts.append(text)
+            notes.append(f"training loss per epoch {', '.join(f'{x:.3f}' for x in losses)}"
+                         f" against the prior's {floor:.3f}")
+        if cut := row.get("prompts_cut"):
+            notes.append(f"{cut['n']} of {cut['of']} training prompts longer than "
+                         f"{cut['max_length']} tokens")
+        parts.append(f"{variant(row)} {row['kl']:.3f} on seed {row['seed']}"
+                     + (f" ({', '.join(notes)})" if notes else ""))
     return f"Tried: {'; '.join(parts)}." if parts else ""
 
 

@@ -135,7 +135,8 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path,
         row = {"dataset": "toy", "method": method, "seed": 0, "settings": {}, "limit": limit,
                "key": f"toy/{method}", "kl": float(quality.kl_divergence(p, q).mean())}
         if method == "kl_ce":
-            row.update(train_loss_by_epoch=[0.52, 0.47], prior_train_loss=0.466)
+            row.update(train_loss_by_epoch=[0.52, 0.47], prior_train_loss=0.466,
+                       prompts_cut={"n": 2, "of": 5, "max_length": 512})
         results["runs"].append(row)
         quality.save_items(quality.items_path(output, row["key"]), row, p, q, ["a", "b"])
     if limit:  # baselines on all train items too: that group points to the subsampled one
@@ -150,6 +151,8 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path,
     assert f"judge {expected:.4f}" in why and "humans" in why
     assert "per epoch 0.520, 0.470; the prior's loss on the same training items 0.466" in why
     assert "(underfitting, not overfitting)" in why
+    assert why.endswith("2 of its 5 training prompts were longer than 512 tokens and lost "
+                        "their middle.")
 
 
 def test_training_options_tried_are_listed_under_the_unmet_target(quality, tmp_path):
@@ -161,14 +164,16 @@ def test_training_options_tried_are_listed_under_the_unmet_target(quality, tmp_p
 
     results = {"runs": [row("prior", 0.40), row("kl_ce", 0.41),
                         row("kl_ce", 0.405, settings={"num_train_epochs": 4},
-                            train_loss_by_epoch=[0.48, 0.47], prior_train_loss=0.466),
+                            train_loss_by_epoch=[0.48, 0.47], prior_train_loss=0.466,
+                            prompts_cut={"n": 0, "of": 5, "max_length": 1024}),
                         row("kl_ce", 0.30, settings={"learning_rate": 1e-4}, limit=400),
                         row("kl_ce", 0.30, settings={"learning_rate": 1e-4}, backbone="other")],
                "robustness": [], "sweeps": [], "ceilings": {}}
     why = next(line for line in quality_report.targets(results, tmp_path / "quality.json")
                if "Why, measured" in line)
     assert why.endswith("Tried: kl_ce, num_train_epochs=4 0.405 on seed 0 (training loss per "
-                        "epoch 0.480, 0.470 against the prior's 0.466).")  # not the other splits
+                        "epoch 0.480, 0.470 against the prior's 0.466, 0 of 5 training "
+                        "prompts longer than 1024 tokens).")  # not the other splits
 
 
 @pytest.mark.parametrize("limit", [None, 2000])

@@ -4,11 +4,12 @@ Skipped where no CUDA device is visible (CI has none). Run on a GPU machine with
 folder and real items brought along::
 
     DISTJUDGE_TINY_MODEL=<folder> DISTJUDGE_DATA=<datasets> \
-        python -m pytest tests/test_cuda.py tests/test_trainer.py -k "not real"
+        python -m pytest tests/test_cuda.py tests/test_trainer.py tests/test_models.py -k "not real"
 
 (the folder from ``distjudge.models.save_tiny_model``; the other trainer tests on a tiny model then
-run on the GPU as well; ``-k "not real"`` leaves out the tests that load the default model, which
-such a machine lacks). Last run: H200, torch 2.11 + transformers 5.17, 7 passed (2026-11-30).
+run on the GPU as well; test_models' device rules fake CUDA by monkeypatching and ran there too;
+``-k "not real"`` leaves out the tests that load the default model, which such a machine lacks).
+Last run: H200, torch 2.11 + transformers 5.17 + peft 0.21, 21 passed, none skipped (2026-12-04).
 """
 
 from __future__ import annotations

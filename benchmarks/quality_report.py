@@ -489,7 +489,27 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
         if cut < paper:
             lines.append("  Why, measured (seed 0): " + where_kl_stays(
                 results, output, dataset, limit, ours, paper_single))
+    for settings, kls in kls_by_settings(results).items():  # what --set did to the reduction
+        for limit in dict.fromkeys(lim for d, lim, _ in kls if d == dataset):
+            if reduction := single_point_reduction(kls, dataset, limit):
+                cut, ours, seeds = reduction
+                size = f"trained on {limit} items" if limit else "all train items"
+                lines.append(f"  Tried {', '.join(settings)} ({size}): KL reduction of {ours} "
+                             f"over single point with the same setting {100 * cut:.0f}%{seeds}.")
     return lines or [f"- {dataset}: reduction over single point not measured yet."]
+
+
+def kls_by_settings(results: dict) -> dict[tuple[str, ...], dict[tuple, dict[int, float]]]:
+    """Per training-option variant (its KEY=VALUE strings), KL per (dataset, train items limit,
+    method) and seed of its test cells (default backbone, own train split), as :func:`plain_kls`
+    gives for the plain cells."""
+    by_settings: dict = defaultdict(lambda: defaultdict(dict))
+    for row in results["runs"]:
+        settings = tuple(f"{k}={v}" for k, v in sorted(row.get("settings", {}).items()))
+        if settings and plain_test({**row, "settings": {}}, row.get("limit")):
+            by_settings[settings][(row["dataset"], row.get("limit"), row["method"])][
+                row["seed"]] = row["kl"]
+    return by_settings
 
 
 def where_kl_stays(results: dict, output: Path, dataset: str, limit: int | None, method: str,

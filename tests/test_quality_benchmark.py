@@ -244,6 +244,30 @@ def test_each_summeval_criterion_is_set_beside_the_papers_pooled_summeval(qualit
                           "40% (paper 27%): met."]
 
 
+def test_a_training_option_tried_gets_its_own_reduction_over_single_point(quality, tmp_path):
+    """Where single point and ours both ran with the same --set option, the reduction with that
+    option follows the plain target; an option only one side ran, or another backbone, adds none."""
+    import quality_report
+
+    def row(method, kl, settings, **extra):
+        return {"dataset": "summeval-consistency", "method": method, "seed": 0, "limit": 400,
+                "settings": settings, "kl": kl, "key": f"{method}/{settings}/{extra}", **extra}
+
+    long = {"max_length": 1024}
+    runs = [row("single_point", 0.50, {}), row("kl_ce", 0.45, {}),
+            row("single_point", 0.50, long), row("kl_ce", 0.40, long),
+            row("kl", 0.30, {"learning_rate": 1e-4}),
+            row("single_point", 0.9, {"learning_rate": 1e-4}, backbone="other")]
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": []},
+                                   tmp_path / "quality.json")
+    start = next(i for i, line in enumerate(lines) if "reduction over single point" in line)
+    assert lines[start].startswith("- summeval-consistency (trained on 400 items): KL reduction "
+                                   "over single point 10% (paper 27%): NOT met.")
+    tried = [line for line in lines if line.startswith("  Tried ")]
+    assert tried == ["  Tried max_length=1024 (trained on 400 items): KL reduction of kl_ce over "
+                     "single point with the same setting 20%."]
+
+
 def test_main_table_shows_multi_vote_items_and_the_papers_transfer_figure(quality):
     import quality_report
 

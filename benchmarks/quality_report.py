@@ -482,7 +482,7 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
         reduction = single_point_reduction(plain, dataset, limit)
         if reduction is None:
             continue
-        cut, ours, seeds = reduction
+        cut, ours, seeds, _, _ = reduction
         size = f"trained on {limit} items" if limit else "all train items"
         lines.append(f"- {dataset} ({size}): KL reduction over single point {100 * cut:.0f}%"
                      f"{seeds} (paper {100 * paper:.0f}%): {'met' if cut >= paper else 'NOT met'}.")
@@ -492,10 +492,11 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
     for settings, kls in kls_by_settings(results).items():  # what --set did to the reduction
         for limit in dict.fromkeys(lim for d, lim, _ in kls if d == dataset):
             if reduction := single_point_reduction(kls, dataset, limit):
-                cut, ours, seeds = reduction
+                cut, ours, seeds, ours_kl, single = reduction
                 size = f"trained on {limit} items" if limit else "all train items"
                 lines.append(f"  Tried {', '.join(settings)} ({size}): KL reduction of {ours} "
-                             f"over single point with the same setting {100 * cut:.0f}%{seeds}.")
+                             f"over single point with the same setting {100 * cut:.0f}%{seeds} "
+                             f"({ours} {ours_kl:.3f}, single point {single:.3f}).")
     return lines or [f"- {dataset}: reduction over single point not measured yet."]
 
 
@@ -779,10 +780,10 @@ def backbone_verdicts(results: dict, backbones: list[str]) -> list[str]:
 
 def single_point_reduction(plain: dict[tuple, dict[int, float]], dataset: str,
                            limit: int | None, seeds: set[int] | None = None
-                           ) -> tuple[float, str, str] | None:
+                           ) -> tuple[float, str, str, float, float] | None:
     """(1 - ours' lowest mean KL / single point's, which of ours, the seeds note of
-    :func:`paired_means`) from ``plain`` (:func:`plain_kls`), on the seeds in ``seeds`` if
-    given; None without both sides."""
+    :func:`paired_means`, ours' mean KL, single point's) from ``plain`` (:func:`plain_kls`), on
+    the seeds in ``seeds`` if given; None without both sides."""
     kls = {m: {s: kl for s, kl in plain.get((dataset, limit, m), {}).items()
                if seeds is None or s in seeds} for m in ("single_point", *OURS)}
     kls = {m: by_seed for m, by_seed in kls.items() if by_seed}
@@ -791,7 +792,7 @@ def single_point_reduction(plain: dict[tuple, dict[int, float]], dataset: str,
     means, note = paired_means(kls)
     single = means.pop("single_point")
     ours_kl, ours = min((kl, m) for m, kl in means.items())
-    return 1 - ours_kl / single, ours, note
+    return 1 - ours_kl / single, ours, note, ours_kl, single
 
 
 def sweeps_table(results: dict) -> list[str]:

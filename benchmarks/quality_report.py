@@ -489,6 +489,7 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
         if cut < paper:
             lines.append("  Why, measured (seed 0): " + where_kl_stays(
                 results, output, dataset, limit, ours, paper_single))
+    lines = lines or [f"- {dataset}: reduction over single point not measured yet."]
     for settings, kls in kls_by_settings(results).items():  # what --set did to the reduction
         for limit in dict.fromkeys(lim for d, lim, _ in kls if d == dataset):
             if reduction := single_point_reduction(kls, dataset, limit):
@@ -497,7 +498,7 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
                 lines.append(f"  Tried {', '.join(settings)} ({size}): KL reduction of {ours} "
                              f"over single point with the same setting {100 * cut:.0f}%{seeds} "
                              f"({ours} {ours_kl:.3f}, single point {single:.3f}).")
-    return lines or [f"- {dataset}: reduction over single point not measured yet."]
+    return lines
 
 
 def kls_by_settings(results: dict) -> dict[tuple[str, ...], dict[tuple, dict[int, float]]]:

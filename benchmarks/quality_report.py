@@ -69,6 +69,11 @@ def load_results(path: Path) -> dict:
     return results
 
 
+def settings_strings(row: dict) -> list[str]:
+    """The training options a cell changed (--set), as sorted KEY=VALUE strings."""
+    return [f"{k}={v}" for k, v in sorted(row.get("settings", {}).items())]
+
+
 def variant(row: dict) -> str:
     """The method name plus whatever makes the cell a variant (transfer, limit, settings)."""
     parts = [row["method"]]
@@ -79,7 +84,7 @@ def variant(row: dict) -> str:
         parts.append(f"after {row['pretrain']}{items}")
     elif items:
         parts.append(f"{row['limit']} train items")
-    parts += [f"{k}={v}" for k, v in sorted(row.get("settings", {}).items())]
+    parts += settings_strings(row)
     if row.get("backbone", DEFAULT_MODEL) != DEFAULT_MODEL:
         parts.append(row["backbone"])
     return ", ".join(parts)
@@ -483,9 +488,9 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
         if reduction is None:
             continue
         cut, ours, seeds, _, _ = reduction
-        size = f"trained on {limit} items" if limit else "all train items"
-        lines.append(f"- {dataset} ({size}): KL reduction over single point {100 * cut:.0f}%"
-                     f"{seeds} (paper {100 * paper:.0f}%): {'met' if cut >= paper else 'NOT met'}.")
+        verdict = "met" if cut >= paper else "NOT met"
+        lines.append(f"- {dataset} ({trained_on(limit)}): KL reduction over single point "
+                     f"{100 * cut:.0f}%{seeds} (paper {100 * paper:.0f}%): {verdict}.")
         if cut < paper:
             lines.append("  Why, measured (seed 0): " + where_kl_stays(
                 results, output, dataset, limit, ours, paper_single))
@@ -494,11 +499,16 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
         for limit in dict.fromkeys(lim for d, lim, _ in kls if d == dataset):
             if reduction := single_point_reduction(kls, dataset, limit):
                 cut, ours, seeds, ours_kl, single = reduction
-                size = f"trained on {limit} items" if limit else "all train items"
-                lines.append(f"  Tried {', '.join(settings)} ({size}): KL reduction of {ours} "
-                             f"over single point with the same setting {100 * cut:.0f}%{seeds} "
-                             f"({ours} {ours_kl:.3f}, single point {single:.3f}).")
+                lines.append(f"  Tried {', '.join(settings)} ({trained_on(limit)}): KL "
+                             f"reduction of {ours} over single point with the same setting "
+                             f"{100 * cut:.0f}%{seeds} ({ours} {ours_kl:.3f}, single point "
+                             f"{single:.3f}).")
     return lines
+
+
+def trained_on(limit: int | None) -> str:
+    """How many items a cell trained on, as the reduction lines say it."""
+    return f"trained on {limit} items" if limit else "all train items"
 
 
 def kls_by_settings(results: dict) -> dict[tuple[str, ...], dict[tuple, dict[int, float]]]:
@@ -507,7 +517,7 @@ def kls_by_settings(results: dict) -> dict[tuple[str, ...], dict[tuple, dict[int
     gives for the plain cells."""
     by_settings: dict = defaultdict(lambda: defaultdict(dict))
     for row in results["runs"]:
-        settings = tuple(f"{k}={v}" for k, v in sorted(row.get("settings", {}).items()))
+        settings = tuple(settings_strings(row))
         if settings and plain_test({**row, "settings": {}}, row.get("limit")):
             by_settings[settings][(row["dataset"], row.get("limit"), row["method"])][
                 row["seed"]] = row["kl"]

@@ -121,13 +121,17 @@ def plain_test(row: dict, limit: int | None) -> bool:
             and row.get("split", "test") == "test")
 
 
-def plain_kls(results: dict, backbone: str = DEFAULT_MODEL) -> dict[tuple, dict[int, float]]:
-    """KL per (dataset, train items limit, method) and seed, of the plain test cells (default
-    settings, own train split) on ``backbone``."""
+def plain_kls(results: dict, backbone: str = DEFAULT_MODEL, settings: tuple[str, ...] = ()
+              ) -> dict[tuple, dict[int, float]]:
+    """KL per (dataset, train items limit, method) and seed, of the test cells on ``backbone``
+    trained on their own train split with the training options ``settings`` (KEY=VALUE
+    strings, :func:`settings_strings`; none: the plain cells)."""
     plain: dict = defaultdict(dict)
     for row in results["runs"]:
-        if row.get("backbone", DEFAULT_MODEL) == backbone and \
-                plain_test({**row, "backbone": DEFAULT_MODEL}, row.get("limit")):
+        if (row.get("backbone", DEFAULT_MODEL) == backbone
+                and tuple(settings_strings(row)) == settings
+                and plain_test({**row, "backbone": DEFAULT_MODEL, "settings": {}},
+                               row.get("limit"))):
             plain[(row["dataset"], row.get("limit"), row["method"])][row["seed"]] = row["kl"]
     return plain
 
@@ -512,16 +516,11 @@ def trained_on(limit: int | None) -> str:
 
 
 def kls_by_settings(results: dict) -> dict[tuple[str, ...], dict[tuple, dict[int, float]]]:
-    """Per training-option variant (its KEY=VALUE strings), KL per (dataset, train items limit,
-    method) and seed of its test cells (default backbone, own train split), as :func:`plain_kls`
-    gives for the plain cells."""
-    by_settings: dict = defaultdict(lambda: defaultdict(dict))
-    for row in results["runs"]:
-        settings = tuple(settings_strings(row))
-        if settings and plain_test({**row, "settings": {}}, row.get("limit")):
-            by_settings[settings][(row["dataset"], row.get("limit"), row["method"])][
-                row["seed"]] = row["kl"]
-    return by_settings
+    """Per training-option variant (its KEY=VALUE strings), :func:`plain_kls` of its cells on
+    the default backbone."""
+    variants = dict.fromkeys(tuple(settings_strings(row)) for row in results["runs"]
+                             if row.get("settings"))
+    return {settings: plain_kls(results, settings=settings) for settings in variants}
 
 
 def where_kl_stays(results: dict, output: Path, dataset: str, limit: int | None, method: str,

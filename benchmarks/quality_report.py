@@ -420,7 +420,8 @@ def lowest_line(kls: dict[str, dict[int, float]], label: str, dataset: str, limi
                 + ("; one trained on another number of items is checked on its own line."
                    if elsewhere else ".")]
     beaten = {m: rivals_below(kls, m) for m in ours_run}
-    ours = min(ours_run, key=lambda m: (len(beaten[m]), means[m]))
+    paired, _ = paired_means({m: kls[m] for m in ours_run})  # tie-break on shared seeds
+    ours = min(ours_run, key=lambda m: (len(beaten[m]), paired[m]))
     seeds = len(kls[ours])
     line = (f"- {label}: ours best {ours} {means[ours]:.3f} ({seeds} seed{'s' * (seeds > 1)}) "
             f"against {len(kls) - len(ours_run)} other methods, each on the seeds both ran: ")

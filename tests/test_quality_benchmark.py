@@ -427,6 +427,20 @@ def test_targets_compare_methods_on_the_seeds_both_ran(quality, tmp_path):
     assert "best of ours 0.420 (kl_ce_adv) (on seed 0, the ones every method has)" in below
 
 
+def test_ours_best_is_chosen_on_the_seeds_both_of_ours_ran(quality, tmp_path):
+    """kl_ce on a second, harder split must not lose the pick to kl_ce_adv run on seed 0 only."""
+    import quality_report
+
+    runs = [{"dataset": "chaosnli-anli", "method": m, "seed": s, "settings": {}, "kl": kl,
+             "key": f"c/{m}/{s}"}
+            for m, s, kl in (("kl", 0, 0.380), ("kl_ce", 0, 0.391), ("kl_ce", 1, 0.401),
+                             ("kl_ce_adv", 0, 0.393))]
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": []},
+                                   tmp_path / "quality.json")
+    assert lines[0].startswith("- chaosnli-anli: ours best kl_ce 0.396 (2 seeds)")
+    assert "NOT met: kl has 0.380 against 0.391 on seed 0." in lines[0]
+
+
 def test_adversarial_effect_is_paired_per_condition_and_seed(quality, tmp_path):
     """kl_ce_adv against kl_ce: clean test, most-perturbed targets and k annotators, each on
     the seeds both ran; an unpaired seed does not enter the mean."""

@@ -441,6 +441,21 @@ def test_ours_best_is_chosen_on_the_seeds_both_of_ours_ran(quality, tmp_path):
     assert "NOT met: kl has 0.380 against 0.391 on seed 0." in lines[0]
 
 
+def test_best_variant_against_the_prior_is_chosen_on_shared_seeds(quality, tmp_path):
+    """A variant with an easy second split must not beat one run on seed 0 only by its mean."""
+    import quality_report
+
+    runs = [{"dataset": "chaosnli-snli", "method": m, "seed": s, "settings": {}, "kl": kl,
+             "key": f"c/{m}/{s}/{pre}", **({"pretrain": pre, "limit": 1000} if pre else {})}
+            for m, s, kl, pre in (("prior", 0, 0.50, None), ("prior", 1, 0.50, None),
+                                  ("kl_ce", 0, 0.40, None), ("kl_ce", 1, 0.30, None),
+                                  ("kl_ce", 0, 0.38, "snli-nochaos"))]
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": []},
+                                   tmp_path / "quality.json")
+    below = next(line for line in lines if "20% below the prior" in line)
+    assert below.startswith("- chaosnli-snli: best of ours 0.380 (kl_ce, after snli-nochaos")
+
+
 def test_adversarial_effect_is_paired_per_condition_and_seed(quality, tmp_path):
     """kl_ce_adv against kl_ce: clean test, most-perturbed targets and k annotators, each on
     the seeds both ran; an unpaired seed does not enter the mean."""

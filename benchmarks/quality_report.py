@@ -242,18 +242,24 @@ def away_from_prior(results: dict, output: Path, dataset: str, limit: int | None
                   "(underfitting, not overfitting)" if min(losses) >= 0.98 * floor else
                   "it fit its training items better than the prior, but that did not carry "
                   "over to the test items (overfitting)")
-        text += (f" Training loss per epoch {', '.join(f'{x:.3f}' for x in losses)}; the "
+        text += (f" Training loss per epoch {losses_text(losses)}; the "
                  f"prior's loss on the same training items {floor:.3f}: {fitted}.")
-    return text + prompts_cut(row)
+    if row.get("prompts_cut", {}).get("n"):
+        text += f" Cut to fit: {prompts_cut(row)}; their middle was dropped."
+    return text
+
+
+def losses_text(losses: list[float]) -> str:
+    """A row's training loss per epoch, as text."""
+    return ", ".join(f"{x:.3f}" for x in losses)
 
 
 def prompts_cut(row: dict) -> str:
-    """How many training prompts were longer than max_length (their middle is dropped)."""
-    cut = row.get("prompts_cut")
-    if not cut or not cut["n"]:
+    """How many training prompts were longer than max_length (their middle is dropped); empty
+    for rows from before this was recorded."""
+    if not (cut := row.get("prompts_cut")):
         return ""
-    return (f" {cut['n']} of its {cut['of']} training prompts were longer than "
-            f"{cut['max_length']} tokens and lost their middle.")
+    return f"{cut['n']} of {cut['of']} training prompts longer than {cut['max_length']} tokens"
 
 
 def against_trained(results: dict, output: Path, dataset: str, limit: int | None, best: str,
@@ -363,11 +369,10 @@ def settings_tried(results: dict, dataset: str, limit: int | None) -> str:
         notes = []
         losses, floor = row.get("train_loss_by_epoch"), row.get("prior_train_loss")
         if losses and floor is not None:
-            notes.append(f"training loss per epoch {', '.join(f'{x:.3f}' for x in losses)}"
+            notes.append(f"training loss per epoch {losses_text(losses)}"
                          f" against the prior's {floor:.3f}")
-        if cut := row.get("prompts_cut"):
-            notes.append(f"{cut['n']} of {cut['of']} training prompts longer than "
-                         f"{cut['max_length']} tokens")
+        if cut := prompts_cut(row):
+            notes.append(cut)
         parts.append(f"{variant(row)} {row['kl']:.3f} on seed {row['seed']}"
                      + (f" ({', '.join(notes)})" if notes else ""))
     return f"Tried: {'; '.join(parts)}." if parts else ""

@@ -151,8 +151,8 @@ def test_targets_explain_a_judge_that_does_not_beat_the_prior(quality, tmp_path,
     assert f"judge {expected:.4f}" in why and "humans" in why
     assert "per epoch 0.520, 0.470; the prior's loss on the same training items 0.466" in why
     assert "(underfitting, not overfitting)" in why
-    assert why.endswith("2 of its 5 training prompts were longer than 512 tokens and lost "
-                        "their middle.")
+    assert why.endswith("Cut to fit: 2 of 5 training prompts longer than 512 tokens; their "
+                        "middle was dropped.")
 
 
 def test_training_options_tried_are_listed_under_the_unmet_target(quality, tmp_path):

@@ -501,7 +501,7 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
         cut, ours, seeds, _, _ = reduction
         verdict = "met" if cut >= paper else "NOT met"
         lines.append(f"- {dataset} ({trained_on(limit)}): KL reduction over single point "
-                     f"{100 * cut:.0f}%{seeds} (paper {100 * paper:.0f}%): {verdict}.")
+                     f"{percent(cut)}{seeds} (paper {percent(paper)}): {verdict}.")
         if cut < paper:
             lines.append("  Why, measured (seed 0): " + where_kl_stays(
                 results, output, dataset, limit, ours, paper_single))
@@ -512,9 +512,14 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
                 cut, ours, seeds, ours_kl, single = reduction
                 lines.append(f"  Tried {', '.join(settings)} ({trained_on(limit)}): KL "
                              f"reduction of {ours} over single point with the same setting "
-                             f"{100 * cut:.0f}%{seeds} ({ours} {ours_kl:.3f}, single point "
+                             f"{percent(cut)}{seeds} ({ours} {ours_kl:.3f}, single point "
                              f"{single:.3f}).")
     return lines
+
+
+def percent(share: float) -> str:
+    """A share as a whole percent; a share that rounds to zero is "0%", never "-0%"."""
+    return f"{round(100 * share)}%"
 
 
 def trained_on(limit: int | None) -> str:
@@ -789,7 +794,7 @@ def backbone_verdicts(results: dict, backbones: list[str]) -> list[str]:
                     DEFAULT_MODEL: single_point_reduction(plain, dataset, None, single_seeds)}
             if all(cuts.values()):
                 line += " KL reduction of ours over single point: " + ", ".join(
-                    f"{name} {100 * cut[0]:.0f}%" for name, cut in cuts.items()) + \
+                    f"{name} {percent(cut[0])}" for name, cut in cuts.items()) + \
                     " (on the seeds single point ran on " + backbone + ")."
             lines.append(line)
     return lines

@@ -268,6 +268,13 @@ def test_a_training_option_tried_gets_its_own_reduction_over_single_point(qualit
                      "single point with the same setting 20% (kl_ce 0.400, single point 0.500)."]
 
 
+def test_a_reduction_that_rounds_to_zero_is_not_written_minus_zero(quality):
+    import quality_report
+
+    assert [quality_report.percent(x) for x in (-0.0001, 0.0001, -0.2, 0.104)] == \
+        ["0%", "0%", "-20%", "10%"]
+
+
 def test_main_table_shows_multi_vote_items_and_the_papers_transfer_figure(quality):
     import quality_report
 

@@ -513,8 +513,23 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
                 lines.append(f"  Tried {', '.join(settings)} ({trained_on(limit)}): KL "
                              f"reduction of {ours} over single point with the same setting "
                              f"{percent(cut)}{seeds} ({ours} {ours_kl:.3f}, single point "
-                             f"{single:.3f}).")
+                             f"{single:.3f}{default_kls(plain, kls, (dataset, limit), ours)}).")
     return lines
+
+
+def default_kls(plain: dict[tuple, dict[int, float]], tried: dict[tuple, dict[int, float]],
+                cell: tuple, ours: str) -> str:
+    """The default-settings KLs of ``ours`` and single point on the seeds both ran with the
+    tried option, so a reader sees which side the option moved; "" where a seed lacks one."""
+    seeds = set(tried[(*cell, ours)]) & set(tried[(*cell, "single_point")])
+    means = {}
+    for method in (ours, "single_point"):
+        by_seed = plain.get((*cell, method), {})
+        if not seeds <= set(by_seed):
+            return ""
+        means[method] = np.mean([by_seed[s] for s in seeds])
+    return (f"; default settings on the same seeds: {ours} {means[ours]:.3f}, single point "
+            f"{means['single_point']:.3f}")
 
 
 def percent(share: float) -> str:

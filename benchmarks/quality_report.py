@@ -519,13 +519,15 @@ def reduction_lines(plain: dict[tuple, dict[int, float]], dataset: str, results:
 
 def default_kls(plain: dict[tuple, dict[int, float]], tried: dict[tuple, dict[int, float]],
                 cell: tuple, ours: str) -> str:
-    """The default-settings KLs of ``ours`` and single point on the seeds both ran with the
-    tried option, so a reader sees which side the option moved; "" where a seed lacks one."""
-    seeds = set(tried[(*cell, ours)]) & set(tried[(*cell, "single_point")])
+    """The default-settings KLs of ``ours`` and single point on the seeds the tried reduction
+    was paired on (those every tried method of the cell shares, as in :func:`paired_means`), so
+    a reader sees which side the option moved; "" where no seed is shared or a default lacks one."""
+    seeds = set.intersection(*(set(tried[(*cell, m)]) for m in ("single_point", *OURS)
+                               if tried.get((*cell, m))))
     means = {}
     for method in (ours, "single_point"):
         by_seed = plain.get((*cell, method), {})
-        if not seeds <= set(by_seed):
+        if not seeds or not seeds <= set(by_seed):
             return ""
         means[method] = np.mean([by_seed[s] for s in seeds])
     return (f"; default settings on the same seeds: {ours} {means[ours]:.3f}, single point "

@@ -269,7 +269,6 @@ def test_a_training_option_tried_gets_its_own_reduction_over_single_point(qualit
                      "default settings on the same seeds: kl_ce 0.450, single point 0.500)."]
 
 
-
 def test_a_tried_reduction_gives_no_default_kls_where_its_seed_has_no_default_cell(quality):
     """The default-settings figures are means over the tried option's seeds; a seed the default
     cells lack leaves them out rather than comparing other seeds."""
@@ -281,6 +280,9 @@ def test_a_tried_reduction_gives_no_default_kls_where_its_seed_has_no_default_ce
         "; default settings on the same seeds: kl_ce 0.430, single point 0.700"
     tried = {key: {1: kl} for key, by_seed in tried.items() for kl in by_seed.values()}
     assert quality_report.default_kls(plain, tried, ("snli", 2000), "kl_ce") == ""
+    unpaired = {("snli", 2000, "kl_ce"): {0: 0.47}, ("snli", 2000, "single_point"): {1: 1.15}}
+    assert quality_report.default_kls(plain, unpaired, ("snli", 2000), "kl_ce") == ""
+
 
 def test_a_reduction_that_rounds_to_zero_is_not_written_minus_zero(quality):
     import quality_report

@@ -269,6 +269,28 @@ def test_a_training_option_tried_gets_its_own_reduction_over_single_point(qualit
                      "default settings on the same seeds: kl_ce 0.450, single point 0.500)."]
 
 
+def test_a_tried_reduction_sits_under_the_target_of_its_own_train_set_size(quality, tmp_path):
+    """With targets at 2000 and 4000 items, an option tried at 2000 items follows the 2000-item
+    target and its reason, not the last target of the dataset."""
+    import quality_report
+
+    def row(method, kl, limit, settings=None):
+        return {"dataset": "snli", "method": method, "seed": 0, "limit": limit,
+                "settings": settings or {}, "kl": kl, "key": f"{method}/{limit}/{settings}"}
+
+    runs = [row("single_point", 0.7, 2000), row("kl_ce", 0.4, 2000),
+            row("single_point", 0.6, 4000), row("kl_ce", 0.3, 4000),
+            row("single_point", 1.0, 2000, {"num_train_epochs": 3}),
+            row("kl_ce", 0.5, 2000, {"num_train_epochs": 3})]
+    lines = quality_report.targets({"runs": runs, "robustness": [], "sweeps": []},
+                                   tmp_path / "quality.json")
+    lines = lines[next(i for i, line in enumerate(lines) if "reduction over single" in line):]
+    assert [line[:30] for line in lines[:5]] == [
+        "- snli (trained on 2000 items)", "  Why, measured (seed 0): per-",
+        "  Tried num_train_epochs=3 (tr", "- snli (trained on 4000 items)",
+        "  Why, measured (seed 0): per-"]
+
+
 def test_a_tried_reduction_gives_no_default_kls_where_its_seed_has_no_default_cell(quality):
     """The default-settings figures are means over the tried option's seeds; a seed the default
     cells lack leaves them out rather than comparing other seeds."""

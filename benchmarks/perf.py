@@ -274,7 +274,7 @@ while child.poll() is None:
         if judging is not None or done:
             rss, hwm = read_status()
             judging = max(judging or 0.0, rss)
-            if done > len(chunks):
+            if done > (chunks[-1]["chunk"] if chunks else 0):  # chunks may land 2 per poll
                 with open(f"/proc/{child.pid}/clear_refs", "w") as clear:
                     clear.write("5")
                 marks.append(hwm)
